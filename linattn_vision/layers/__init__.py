@@ -1,1 +1,12 @@
 """nn.Modules built on the attention ops."""
+from .agent import AgentAttention, AgentCore
+from .focused_linear import FocusedLinearAttention, FocusedLinearCore
+from .pos_embed import (
+    GridCache, relative_position_index, resize_axis, resize_grid, resize_rel_pos_table, resize_tokens_grid, to_hw,
+)
+
+__all__ = [
+    'AgentAttention', 'AgentCore', 'FocusedLinearAttention', 'FocusedLinearCore',
+    'GridCache', 'relative_position_index', 'resize_axis', 'resize_grid', 'resize_rel_pos_table',
+    'resize_tokens_grid', 'to_hw',
+]

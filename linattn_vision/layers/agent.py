@@ -1,0 +1,219 @@
+"""Agent attention modules (Agent Attention, ECCV 2024) on a token grid.
+
+n agent tokens A are average-pooled from the queries on a sqrt(n) x sqrt(n) grid;
+agent aggregation V_A = softmax(A K^T s + B1) V, agent broadcast O = softmax(Q A^T s + B2) V_A,
+then a depthwise conv on V is added to O. B1 / B2 are built from the official bias parameters
+(``an_bias``/``na_bias`` on a 7x7 grid, ``ah``/``aw``/``ha``/``wa`` along the rows and columns of the token
+grid, ``ac``/``ca`` for a class token) resized to the live grid. Both softmax steps run in
+:func:`linattn_vision.ops.agent_attention` with the biases broadcast over the batch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+
+from ..ops import agent_attention
+from .pos_embed import GridCache, resize_axis, resize_grid, to_hw
+
+__all__ = ['AgentCore', 'AgentAttention']
+
+# official bias grid of an_bias / na_bias
+AGENT_BIAS_GRID = 7
+
+
+class AgentCore(nn.Module):
+    """Agent attention after q, k, v: agent pooling, position biases and the two softmax steps.
+
+    ``AgentCore(dim, num_heads, grid_size, agent_num=49, kv_grid_size=None, attn_drop=0., num_prefix_tokens=0)``
+
+    Args:
+        dim: channels C of q, k, v.
+        num_heads: heads.
+        grid_size: (H, W) query token grid at the default resolution (sizes ``ha_bias`` / ``wa_bias``).
+        agent_num: number of agents n, a square (pooled on a sqrt(n) x sqrt(n) grid).
+        kv_grid_size: key/value grid at the default resolution (sizes ``ah_bias`` / ``aw_bias``);
+            default ``grid_size`` (differs under PVT spatial reduction).
+        attn_drop: dropout on both attention maps.
+        num_prefix_tokens: tokens before the grid (DeiT class token); adds ``ac_bias`` (agents -> prefix keys)
+            and ``ca_bias`` (prefix queries -> agents). Agents pool the grid tokens only.
+
+    Use it directly where a model computes its own q, k, v (CSwin stripes): ``attend(q, k, v, hw)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size, agent_num: int = 49, kv_grid_size=None,
+                 attn_drop: float = 0., num_prefix_tokens: int = 0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
+        pool_size = int(round(agent_num ** 0.5))
+        if pool_size * pool_size != agent_num:
+            raise ValueError(f'agent_num must be a square (agents are pooled on a square grid), got {agent_num}')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.agent_num = agent_num
+        self.grid_size = to_hw(grid_size)
+        self.kv_grid_size = self.grid_size if kv_grid_size is None else to_hw(kv_grid_size)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.attn_drop = attn_drop
+        H, W = self.grid_size
+        Hk, Wk = self.kv_grid_size
+        g = AGENT_BIAS_GRID
+        self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, g, g))
+        self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, g, g))
+        self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, Hk, 1))
+        self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, Wk))
+        self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, H, 1, agent_num))
+        self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, W, agent_num))
+        if num_prefix_tokens:
+            self.ac_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, num_prefix_tokens))
+            self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, num_prefix_tokens, agent_num))
+        for p in self._bias_params():
+            trunc_normal_(p, std=.02)
+        self.pool = nn.AdaptiveAvgPool2d(output_size=(pool_size, pool_size))
+        self._bias_cache = GridCache()
+
+    def _bias_params(self):
+        params = [self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias]
+        if self.num_prefix_tokens:
+            params += [self.ac_bias, self.ca_bias]
+        return params
+
+    def _build_biases(self, hw, kv_hw):
+        h, a = self.num_heads, self.agent_num
+        H, W = hw
+        Hk, Wk = kv_hw
+        # B1: agents -> keys, (1, h, a, P + Hk*Wk)
+        agent_bias = resize_grid(self.an_bias, kv_hw).reshape(1, h, a, Hk * Wk)
+        ah = resize_axis(self.ah_bias, 3, Hk)
+        aw = resize_axis(self.aw_bias, 4, Wk)
+        agent_bias = agent_bias + (ah + aw).reshape(1, h, a, Hk * Wk)
+        # B2: queries -> agents, (1, h, P + H*W, a)
+        query_bias = resize_grid(self.na_bias, hw).reshape(1, h, a, H * W).transpose(-2, -1)
+        ha = resize_axis(self.ha_bias, 2, H)
+        wa = resize_axis(self.wa_bias, 3, W)
+        query_bias = query_bias + (ha + wa).reshape(1, h, H * W, a)
+        if self.num_prefix_tokens:
+            agent_bias = torch.cat([self.ac_bias, agent_bias], dim=-1)
+            query_bias = torch.cat([self.ca_bias, query_bias], dim=-2)
+        return agent_bias, query_bias
+
+    def position_biases(self, hw: Sequence[int], kv_hw: Sequence[int] | None = None):
+        """(B1, B2) for a live query grid ``hw`` and key grid ``kv_hw``: (1, h, n, P+Nk) and (1, h, P+N, n)."""
+        hw = to_hw(hw)
+        kv_hw = hw if kv_hw is None else to_hw(kv_hw)
+        return self._bias_cache.get((hw, kv_hw), self._bias_params(), lambda: self._build_biases(hw, kv_hw))
+
+    def agent_tokens(self, q: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+        """Pool the grid queries (B, P + H*W, C) to the agents (B, n, C)."""
+        B, _, C = q.shape
+        H, W = to_hw(hw)
+        grid = q[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, C, H, W)
+        return self.pool(grid).reshape(B, C, self.agent_num).transpose(1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Sequence[int],
+               kv_hw: Sequence[int] | None = None) -> torch.Tensor:
+        """q (B, P + H*W, C), k and v (B, P + h*w, C) -> agent attention output (B, P + H*W, C), before DWC."""
+        hw = to_hw(hw)
+        kv_hw = hw if kv_hw is None else to_hw(kv_hw)
+        P = self.num_prefix_tokens
+        B, N, C = q.shape
+        if N != P + hw[0] * hw[1] or k.shape[1] != P + kv_hw[0] * kv_hw[1]:
+            raise ValueError(f'{type(self).__name__}: {N} query / {k.shape[1]} key tokens do not match '
+                             f'{P} prefix tokens + the grids {hw[0]}x{hw[1]} / {kv_hw[0]}x{kv_hw[1]}')
+        agent = self.agent_tokens(q, hw)
+        agent_bias, query_bias = self.position_biases(hw, kv_hw)
+        h, d = self.num_heads, self.head_dim
+        q, k, v, agent = (t.reshape(B, -1, h, d).transpose(1, 2) for t in (q, k, v, agent))
+        x = agent_attention(q, k, v, agent, agent_bias, query_bias, scale=self.scale,
+                            dropout_p=self.attn_drop if self.training else 0.)
+        return x.transpose(1, 2).reshape(B, N, C)
+
+    def extra_repr(self) -> str:
+        return (f'dim={self.dim}, num_heads={self.num_heads}, agent_num={self.agent_num}, '
+                f'grid_size={self.grid_size}, kv_grid_size={self.kv_grid_size}, '
+                f'num_prefix_tokens={self.num_prefix_tokens}')
+
+
+class AgentAttention(AgentCore):
+    """Agent attention over a whole token grid, with its projections and the DWC on v.
+
+    ``AgentAttention(dim, num_heads, grid_size, agent_num=49, qkv_bias=True, attn_drop=0., proj_drop=0.,
+    split_qkv=False, sr_ratio=1, num_prefix_tokens=0, kernel_size=3, norm_layer=nn.LayerNorm)``
+
+    Covers the official Swin (full-map window), PVT (``q``/``kv`` linears, spatial reduction ``sr`` conv +
+    ``norm``), and DeiT (class token, ``num_prefix_tokens=1``) attention modules.
+
+    Args:
+        dim, num_heads, agent_num, attn_drop, num_prefix_tokens: as :class:`AgentCore`.
+        grid_size: (H, W) query grid at the default resolution; the kv grid is (H // sr_ratio, W // sr_ratio).
+        qkv_bias: bias on the q/k/v projections.
+        proj_drop: dropout after ``proj``.
+        split_qkv: ``q`` and ``kv`` linears instead of one ``qkv``.
+        sr_ratio: PVT spatial reduction of k/v; needs ``split_qkv``. The DWC then runs on v upsampled
+            (bilinear) to the query grid, as the official PVT model does.
+        kernel_size: DWC kernel (depthwise over all C channels).
+        norm_layer: norm after the spatial reduction.
+
+    ``forward(x, hw)``: x (B, P + H*W, C) -> (B, P + H*W, C); prefix tokens get no DWC term.
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size, agent_num: int = 49, qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., split_qkv: bool = False, sr_ratio: int = 1,
+                 num_prefix_tokens: int = 0, kernel_size: int = 3, norm_layer=nn.LayerNorm):
+        grid_size = to_hw(grid_size)
+        if sr_ratio > 1 and not split_qkv:
+            raise ValueError('sr_ratio > 1 (spatial reduction of k/v) needs split_qkv=True (official q/kv layout)')
+        if sr_ratio > 1 and num_prefix_tokens:
+            raise ValueError('spatial reduction with prefix tokens is not supported')
+        kv_grid = (grid_size[0] // sr_ratio, grid_size[1] // sr_ratio)
+        super().__init__(dim, num_heads, grid_size, agent_num=agent_num, kv_grid_size=kv_grid,
+                         attn_drop=attn_drop, num_prefix_tokens=num_prefix_tokens)
+        self.split_qkv = split_qkv
+        self.sr_ratio = sr_ratio
+        if split_qkv:
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = norm_layer(dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.dwc = nn.Conv2d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+        B, N, C = x.shape
+        H, W = to_hw(hw)
+        P = self.num_prefix_tokens
+        if N != P + H * W:
+            raise ValueError(f'{type(self).__name__}: {N} tokens are not {P} prefix tokens + the {H}x{W} grid')
+        if self.split_qkv:
+            q = self.q(x)
+            if self.sr_ratio > 1:
+                x_ = self.sr(x.transpose(1, 2).reshape(B, C, H, W))
+                kv_hw = tuple(x_.shape[-2:])
+                x_ = self.norm(x_.flatten(2).transpose(1, 2))
+            else:
+                x_, kv_hw = x, (H, W)
+            k, v = self.kv(x_).reshape(B, -1, 2, C).unbind(2)
+        else:
+            q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
+            kv_hw = (H, W)
+        out = self.attend(q, k, v, (H, W), kv_hw)
+        v_grid = v[:, P:].transpose(1, 2).reshape(B, C, *kv_hw)
+        if kv_hw != (H, W):
+            v_grid = F.interpolate(v_grid, size=(H, W), mode='bilinear')
+        conv = self.dwc(v_grid).flatten(2).transpose(1, 2)
+        if P:
+            out = torch.cat([out[:, :P], out[:, P:] + conv], dim=1)
+        else:
+            out = out + conv
+        out = self.proj(out)
+        return self.proj_drop(out)
