@@ -1,0 +1,154 @@
+"""Agent attention (op and module) against a float64 evaluation of the formula of the official modules."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from linattn_vision.layers import AgentAttention, AgentCore
+from linattn_vision.ops import agent_attention
+
+
+def official_agent_forward(m, x, hw, kv_biases_at=None):
+    """Official agent_swin / agent_pvt / agent_deit AgentAttention.forward, step by step in plain matmuls.
+
+    ``kv_biases_at``: (ah, aw, ha, wa) already on the live grid (default: the parameters as they are).
+    """
+    b, n, c = x.shape
+    H, W = hw
+    P = m.num_prefix_tokens
+    h, a = m.num_heads, m.agent_num
+    d = c // h
+    if m.split_qkv:
+        q = F.linear(x, m.q.weight, m.q.bias)
+        if m.sr_ratio > 1:
+            x_ = F.conv2d(x.permute(0, 2, 1).reshape(b, c, H, W), m.sr.weight, m.sr.bias, stride=m.sr_ratio)
+            kv_hw = x_.shape[-2:]
+            x_ = F.layer_norm(x_.reshape(b, c, -1).permute(0, 2, 1), (c,), m.norm.weight, m.norm.bias, m.norm.eps)
+        else:
+            x_, kv_hw = x, (H, W)
+        k, v = F.linear(x_, m.kv.weight, m.kv.bias).reshape(b, -1, 2, c).permute(2, 0, 1, 3)
+    else:
+        q, k, v = F.linear(x, m.qkv.weight, m.qkv.bias).reshape(b, n, 3, c).permute(2, 0, 1, 3)
+        kv_hw = (H, W)
+    p = int(a ** 0.5)
+    agent = F.adaptive_avg_pool2d(q[:, P:].reshape(b, H, W, c).permute(0, 3, 1, 2), (p, p))
+    agent = agent.reshape(b, c, -1).permute(0, 2, 1).reshape(b, a, h, d).permute(0, 2, 1, 3)
+    q, k, v = (t.reshape(b, -1, h, d).permute(0, 2, 1, 3) for t in (q, k, v))
+    ah, aw, ha, wa = kv_biases_at or (m.ah_bias, m.aw_bias, m.ha_bias, m.wa_bias)
+    pb = F.interpolate(m.an_bias, size=tuple(kv_hw), mode='bilinear').reshape(1, h, a, -1).repeat(b, 1, 1, 1)
+    pb = pb + (ah + aw).reshape(1, h, a, -1).repeat(b, 1, 1, 1)
+    if P:
+        pb = torch.cat([m.ac_bias.repeat(b, 1, 1, 1), pb], dim=-1)
+    agent_v = ((agent * m.scale) @ k.transpose(-2, -1) + pb).softmax(dim=-1) @ v
+    ab = F.interpolate(m.na_bias, size=(H, W), mode='bilinear').reshape(1, h, a, -1).permute(0, 1, 3, 2)
+    ab = ab.repeat(b, 1, 1, 1) + (ha + wa).reshape(1, h, -1, a).repeat(b, 1, 1, 1)
+    if P:
+        ab = torch.cat([m.ca_bias.repeat(b, 1, 1, 1), ab], dim=-2)
+    out = (((q * m.scale) @ agent.transpose(-2, -1) + ab).softmax(dim=-1) @ agent_v).transpose(1, 2).reshape(b, n, c)
+    v_ = v[:, :, P:].transpose(1, 2).reshape(b, *kv_hw, c).permute(0, 3, 1, 2)
+    if m.sr_ratio > 1:
+        v_ = F.interpolate(v_, size=(H, W), mode='bilinear')
+    conv = F.conv2d(v_, m.dwc.weight, m.dwc.bias, padding=1, groups=c).permute(0, 2, 3, 1).reshape(b, H * W, c)
+    out = torch.cat([out[:, :P], out[:, P:] + conv], dim=1)
+    return F.linear(out, m.proj.weight, m.proj.bias)
+
+
+def _randomize(m):
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+    return m
+
+
+def test_op_matches_float64_formula():
+    B, h, N, Nk, n, d = 2, 3, 20, 12, 4, 8
+    q, k, v, agent = (torch.randn(B, h, s, d) for s in (N, Nk, Nk, n))
+    b1, b2 = torch.randn(1, h, n, Nk), torch.randn(1, h, N, n)
+    out = agent_attention(q, k, v, agent, b1, b2, scale=d ** -0.5)
+    q, k, v, agent, b1, b2 = (t.double() for t in (q, k, v, agent, b1, b2))
+    agent_v = (agent @ k.transpose(-2, -1) * d ** -0.5 + b1).softmax(-1) @ v
+    ref = (q @ agent.transpose(-2, -1) * d ** -0.5 + b2).softmax(-1) @ agent_v
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs, hw, P', [
+    (dict(), (6, 6), 0),                                      # Swin: full-map window
+    (dict(split_qkv=True, sr_ratio=2), (8, 8), 0),            # PVT: spatial reduction of k/v
+    (dict(split_qkv=True), (6, 6), 0),                        # PVT: no reduction
+    (dict(num_prefix_tokens=1), (6, 6), 1),                   # DeiT: class token
+])
+def test_module_matches_official_formula(kwargs, hw, P):
+    m = _randomize(AgentAttention(24, 3, hw, agent_num=9, **kwargs)).double().eval()
+    x = torch.randn(2, P + hw[0] * hw[1], 24, dtype=torch.float64)
+    torch.testing.assert_close(m(x, hw), official_agent_forward(m, x, hw), rtol=1e-9, atol=1e-9)
+
+
+def test_float32_module_close_to_float64():
+    m = _randomize(AgentAttention(32, 2, (8, 8), agent_num=16)).eval()
+    x = torch.randn(2, 64, 32)
+    ref = official_agent_forward(m.double(), x.double(), (8, 8))
+    torch.testing.assert_close(m.float()(x, (8, 8)).double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_parameter_names_and_shapes_are_official():
+    swin = {k: tuple(v.shape) for k, v in AgentAttention(96, 3, (56, 56), agent_num=9).state_dict().items()}
+    assert swin == {
+        'an_bias': (3, 9, 7, 7), 'na_bias': (3, 9, 7, 7), 'ah_bias': (1, 3, 9, 56, 1), 'aw_bias': (1, 3, 9, 1, 56),
+        'ha_bias': (1, 3, 56, 1, 9), 'wa_bias': (1, 3, 1, 56, 9), 'qkv.weight': (288, 96), 'qkv.bias': (288,),
+        'proj.weight': (96, 96), 'proj.bias': (96,), 'dwc.weight': (96, 1, 3, 3), 'dwc.bias': (96,)}
+    pvt = AgentAttention(64, 1, (56, 56), agent_num=9, split_qkv=True, sr_ratio=8).state_dict()
+    assert tuple(pvt['ah_bias'].shape) == (1, 1, 9, 7, 1) and tuple(pvt['ha_bias'].shape) == (1, 1, 56, 1, 9)
+    assert {'q.weight', 'kv.weight', 'sr.weight', 'norm.weight'} <= set(pvt)
+    deit = AgentAttention(192, 3, (14, 14), agent_num=49, num_prefix_tokens=1).state_dict()
+    assert tuple(deit['ac_bias'].shape) == (1, 3, 49, 1) and tuple(deit['ca_bias'].shape) == (1, 3, 1, 49)
+
+
+@pytest.mark.parametrize('kwargs, P', [(dict(), 0), (dict(num_prefix_tokens=1), 1)])
+def test_biases_follow_a_non_square_live_grid(kwargs, P):
+    m = _randomize(AgentAttention(16, 2, (6, 6), agent_num=4, **kwargs)).double().eval()
+    H, W = 5, 9
+    x = torch.randn(1, P + H * W, 16, dtype=torch.float64)
+
+    def lin(t, dim, size):  # 1-D linear resize, align_corners=False
+        t = t.movedim(dim, -1)
+        out = F.interpolate(t.reshape(1, -1, t.shape[-1]), size=size, mode='linear', align_corners=False)
+        return out.reshape(*t.shape[:-1], size).movedim(-1, dim)
+
+    biases = (lin(m.ah_bias, 3, H), lin(m.aw_bias, 4, W), lin(m.ha_bias, 2, H), lin(m.wa_bias, 3, W))
+    torch.testing.assert_close(m(x, (H, W)), official_agent_forward(m, x, (H, W), biases), rtol=1e-9, atol=1e-9)
+
+
+def test_biases_broadcast_over_batch_not_copied():
+    m = AgentAttention(16, 2, (4, 4), agent_num=4)
+    b1, b2 = m.position_biases((4, 4))
+    assert b1.shape == (1, 2, 4, 16) and b2.shape == (1, 2, 16, 4)
+
+
+def test_bias_cache_reused_without_grad_and_rebuilt_with_grad():
+    m = _randomize(AgentAttention(16, 2, (4, 4), agent_num=4)).eval()
+    with torch.no_grad():
+        first = m.position_biases((4, 6))
+        assert m.position_biases((4, 6)) is first
+    with torch.no_grad():
+        m.an_bias.add_(1.0)  # in-place change invalidates the cache
+        assert m.position_biases((4, 6)) is not first
+    m.train()
+    for _ in range(2):  # a cached graph would fail on the second backward
+        m.zero_grad()
+        m(torch.randn(2, 24, 16), (4, 6)).sum().backward()
+        assert all(p.grad is not None for p in (m.an_bias, m.ah_bias, m.wa_bias))
+
+
+def test_core_attend_for_models_with_own_qkv():
+    core = _randomize(AgentCore(16, 2, (2, 8), agent_num=4)).double()
+    assert 'qkv.weight' not in core.state_dict() and 'dwc.weight' not in core.state_dict()
+    q, k, v = (torch.randn(3, 16, 16, dtype=torch.float64) for _ in range(3))
+    assert core.attend(q, k, v, (2, 8)).shape == (3, 16, 16)
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match='agent_num must be a square'):
+        AgentAttention(16, 2, (4, 4), agent_num=10)
+    with pytest.raises(ValueError, match='needs split_qkv'):
+        AgentAttention(16, 2, (4, 4), agent_num=4, sr_ratio=2)
+    with pytest.raises(ValueError, match='not 0 prefix tokens \\+ the 4x5 grid'):
+        AgentAttention(16, 2, (4, 4), agent_num=4)(torch.randn(1, 16, 16), (4, 5))
