@@ -1,0 +1,104 @@
+"""Exceptions for bad user input in the OpenMMLab glue.
+
+The drivers (tools/train.py, tools/test.py, ...) catch ``USER_ERRORS`` and print the message as one line instead of a
+traceback: every message names the file, key or type at fault.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ..checkpoint import CheckpointError
+
+
+class UserInputError(Exception):
+    """Bad input from the user (config, data, checkpoint); the message alone says what to fix."""
+
+
+class DataRootError(UserInputError, FileNotFoundError):
+    """A dataset root, image folder or annotation file that does not exist."""
+
+
+class AnnotationError(UserInputError, ValueError):
+    """An annotation file that does not parse or lacks the keys its format needs."""
+
+
+class UnknownBackboneError(UserInputError, KeyError):
+    """A backbone type or timm model name that is not registered."""
+
+    def __str__(self):  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ''
+
+
+USER_ERRORS = (UserInputError, CheckpointError)
+
+
+def check_coco_annotation(ann_file: str) -> None:
+    """Fail with one line when a COCO json is missing, does not parse or lacks images/annotations/categories."""
+    if not os.path.isfile(ann_file):
+        raise DataRootError(f'annotation file not found: {ann_file}')
+    try:
+        with open(ann_file) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AnnotationError(f'annotation file {ann_file} is not valid JSON: {e}') from e
+    if not isinstance(data, dict):
+        raise AnnotationError(f'annotation file {ann_file} holds a {type(data).__name__}, not a COCO dict')
+    missing = [k for k in ('images', 'annotations', 'categories') if k not in data]
+    if missing:
+        raise AnnotationError(f'annotation file {ann_file} is not COCO format: missing key(s) {", ".join(missing)}')
+
+
+def _join(root: str | None, path: str | None) -> str | None:
+    if path is None:
+        return None
+    if root and not os.path.isabs(path):
+        return os.path.join(root, path)
+    return path
+
+
+def check_dataset_cfg(dataset_cfg) -> None:
+    """Check that a dataset config's data root, image folder and annotation file exist (and COCO json parses).
+
+    Handles mmdet's CocoDataset (``ann_file`` + ``data_prefix.img``), mmseg's ADE20KDataset (``data_prefix.img_path`` /
+    ``seg_map_path``) and wrappers with a ``dataset`` field (RepeatDataset, ConcatDataset's ``datasets``).
+    """
+    if dataset_cfg is None:
+        return
+    if 'dataset' in dataset_cfg:
+        return check_dataset_cfg(dataset_cfg['dataset'])
+    if 'datasets' in dataset_cfg:
+        for sub in dataset_cfg['datasets']:
+            check_dataset_cfg(sub)
+        return
+    root = dataset_cfg.get('data_root')
+    if root and not os.path.isdir(root):
+        raise DataRootError(f'data root not found: {root} (dataset {dataset_cfg.get("type")}; '
+                            f'set it with --cfg-options, e.g. train_dataloader.dataset.data_root=...)')
+    prefix = dataset_cfg.get('data_prefix') or {}
+    for key in ('img', 'img_path', 'seg_map_path', 'seg'):
+        folder = _join(root, prefix.get(key))
+        if folder and not os.path.isdir(folder):
+            raise DataRootError(f'{key} folder not found: {folder} (dataset {dataset_cfg.get("type")})')
+    ann_file = _join(root, dataset_cfg.get('ann_file') or None)
+    if ann_file:
+        if ann_file.endswith('.json'):
+            check_coco_annotation(ann_file)
+        elif not os.path.isfile(ann_file):
+            raise DataRootError(f'annotation file not found: {ann_file}')
+
+
+def check_data_cfg(cfg) -> None:
+    """Check every dataset the run will touch: train/val/test dataloaders and the evaluators' ann_file."""
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader_cfg = cfg.get(loader)
+        if loader_cfg:
+            check_dataset_cfg(loader_cfg.get('dataset'))
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        metrics = cfg.get(evaluator)
+        if not metrics:
+            continue
+        for metric in metrics if isinstance(metrics, (list, tuple)) else [metrics]:
+            ann_file = metric.get('ann_file') if hasattr(metric, 'get') else None
+            if ann_file:
+                check_coco_annotation(ann_file)
