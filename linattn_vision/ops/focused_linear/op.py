@@ -1,15 +1,26 @@
-"""Dispatch for focused linear attention.
+"""The focused-linear-attention op every FLatten model calls: registered torch.library ops with autograd, Triton
+kernels on CUDA, the exact PyTorch path elsewhere.
 
-Placeholder dispatcher: the reference path everywhere until the Triton kernels land (issue 3).
+`focused_linear_attention` dispatches: CUDA tensors of fp32/fp16/bf16 with a head layout the kernels take go to
+`torch.ops.linattn.focused_linear_attention_fwd` (its backward is `..._bwd`); anything else, or everything inside
+`use_reference()` / with LINATTN_FORCE_REFERENCE=1, runs `focused_linear_attention_reference`. The registered ops
+are opaque to torch.compile (it traces around them through their fake implementations), and they also run
+on CPU: with TRITON_INTERPRET=1 set before the first call they run the Triton kernels in Triton's interpreter,
+otherwise an exact PyTorch computation of the same outputs.
 """
 import contextlib
 import os
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
-from .reference import focused_linear_attention_reference
+from .layout import kernels_support, tile_dims
+from .reference import EPS_DENOM, focus_with_divisor, focused_linear_attention_reference
 
 _FORCE_REFERENCE = os.environ.get('LINATTN_FORCE_REFERENCE', '0') == '1'
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_kernels = None
 
 
 @contextlib.contextmanager
@@ -23,6 +34,149 @@ def use_reference(enabled: bool = True):
         _FORCE_REFERENCE = prev
 
 
+def _load_kernels():
+    """Import the Triton kernels on first use (TRITON_INTERPRET is read when they are defined)."""
+    global _kernels
+    if _kernels is None:
+        try:
+            from . import kernels
+        except ImportError:  # no triton: every call takes the exact path
+            kernels = False
+        _kernels = kernels
+    return _kernels
+
+
+def _interpreting() -> bool:
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def _runs_triton(x: torch.Tensor) -> bool:
+    return (x.is_cuda or _interpreting()) and bool(_load_kernels())
+
+
+# ------------------------------------------------------------------------------------------ exact fallback
+
+def _exact_core(q, k, v, s, pos, num_heads: int, focusing_factor: float):
+    """out, kv / N, kmean in the kernels' padded state layout, computed in fp32 (or wider) with plain torch."""
+    B, N, C = q.shape
+    d = C // num_heads
+    work = torch.promote_types(q.dtype, torch.float32)
+    q, k, v, s = q.to(work), k.to(work), v.to(work), s.to(work)
+    if pos is not None:
+        k = k + pos.to(work)
+    q = focus_with_divisor(q, s, focusing_factor).reshape(B, N, num_heads, d).transpose(1, 2)
+    k = focus_with_divisor(k, s, focusing_factor).reshape(B, N, num_heads, d).transpose(1, 2)
+    v = v.reshape(B, N, num_heads, d).transpose(1, 2)
+    kv = k.transpose(-2, -1) @ v / N
+    kmean = k.mean(dim=-2)
+    out = (q @ kv) / (q @ kmean.unsqueeze(-1) + EPS_DENOM)
+    return out.transpose(1, 2).reshape(B, N, C), kv, kmean
+
+
+def _pad_state(kv, kmean, num_heads, head_dim):
+    h_pad, d_pad = tile_dims(num_heads, head_dim)
+    B = kv.shape[0]
+    kv_p = kv.new_zeros(B, h_pad, d_pad, d_pad, dtype=torch.float32)
+    kmean_p = kv.new_zeros(B, h_pad, d_pad, dtype=torch.float32)
+    kv_p[:, :num_heads, :head_dim, :head_dim] = kv
+    kmean_p[:, :num_heads, :head_dim] = kmean
+    return kv_p, kmean_p
+
+
+# ---------------------------------------------------------------------------------------- registered ops
+
+@torch.library.custom_op('linattn::focused_linear_attention_fwd', mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, pos: Optional[torch.Tensor],
+            num_heads: int, focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, k, v contiguous (B, N, C); s = softplus(scale) fp32 (C,); pos (N, C) or None) ->
+    (out in v's dtype, kv / N and kmean as fp32 padded state, saved for the backward)."""
+    if _runs_triton(q):
+        return _load_kernels().forward(q, k, v, s, pos, num_heads, focusing_factor)
+    with torch.autocast(q.device.type, enabled=False):
+        out, kv, kmean = _exact_core(q, k, v, s, pos, num_heads, focusing_factor)
+    return (out.to(v.dtype), *_pad_state(kv.float(), kmean.float(), num_heads, q.shape[-1] // num_heads))
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, s, pos, num_heads, focusing_factor):
+    B, _, C = q.shape
+    h_pad, d_pad = tile_dims(num_heads, C // num_heads)
+    return (torch.empty_like(v), q.new_empty(B, h_pad, d_pad, d_pad, dtype=torch.float32),
+            q.new_empty(B, h_pad, d_pad, dtype=torch.float32))
+
+
+@torch.library.custom_op('linattn::focused_linear_attention_bwd', mutates_args=())
+def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
+            pos: Optional[torch.Tensor], kv: torch.Tensor, kmean: torch.Tensor, num_heads: int,
+            focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (dq, dk, dv in the dtypes of q, k, v; ds = dL/ds fp32 (C,)). dk is also dL/d(k + pos)."""
+    if _runs_triton(q):
+        return _load_kernels().backward(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor)
+    # exact path: differentiate the plain computation (recomputed from the saved raw inputs)
+    with torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
+        leaves = [t.detach().requires_grad_() for t in (q, k, v, s)]
+        out, _, _ = _exact_core(*leaves, pos, num_heads, focusing_factor)
+        grads = torch.autograd.grad(out, leaves, dout.to(out.dtype))
+    return tuple(g.to(t.dtype) for g, t in zip(grads[:3], (q, k, v))) + (grads[3].float(),)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), s.new_empty(s.shape, dtype=torch.float32)
+
+
+def _fwd_setup_context(ctx, inputs, output):
+    q, k, v, s, pos, num_heads, focusing_factor = inputs
+    _, kv, kmean = output
+    ctx.save_for_backward(q, k, v, s, pos, kv, kmean)
+    ctx.num_heads, ctx.focusing_factor = num_heads, focusing_factor
+    ctx.s_dtype = s.dtype
+
+
+def _fwd_backward(ctx, dout, _dkv, _dkmean):
+    q, k, v, s, pos, kv, kmean = ctx.saved_tensors
+    dq, dk, dv, ds = torch.ops.linattn.focused_linear_attention_bwd(
+        dout.contiguous(), q, k, v, s, pos, kv, kmean, ctx.num_heads, ctx.focusing_factor)
+    dpos = None
+    if pos is not None and ctx.needs_input_grad[4]:
+        dpos = dk.sum(0, dtype=torch.float32).to(pos.dtype)
+    return dq, dk, dv, ds.to(ctx.s_dtype), dpos, None, None
+
+
+_fwd_op.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
+
+
+# -------------------------------------------------------------------------------------------- public entry
+
+def _check_inputs(q, k, v, scale, pos, num_heads):
+    if q.dim() != 3:
+        raise ValueError(f'q, k, v must be (B, N, C), got q of shape {tuple(q.shape)}')
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f'q, k, v shapes differ: {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
+    B, N, C = q.shape
+    if num_heads < 1 or C % num_heads:
+        raise ValueError(f'channels {C} not divisible by num_heads {num_heads}')
+    if scale.numel() != C:
+        raise ValueError(f'scale must have C={C} elements ((C,) or (1, 1, C)), got shape {tuple(scale.shape)}')
+    if pos is not None and pos.numel() != N * C:
+        raise ValueError(f'pos must hold N*C = {N}*{C} values ((N, C) or (1, N, C)), got shape {tuple(pos.shape)}')
+
+
 def focused_linear_attention(q, k, v, scale, pos=None, num_heads: int = 1, focusing_factor: float = 3):
-    """Focused linear attention core, (B, N, C) -> (B, N, C). See reference.py for the math."""
-    return focused_linear_attention_reference(q, k, v, scale, pos, num_heads, focusing_factor)
+    """Focused linear attention core, (B, N, C) -> (B, N, C) in v's dtype. See reference.py for the math.
+
+    scale: raw (C,) or (1, 1, C) parameter (used through softplus); pos: None, (N, C) or (1, N, C), added to k.
+    """
+    _check_inputs(q, k, v, scale, pos, num_heads)
+    B, N, C = q.shape
+    head_dim = C // num_heads
+    use_kernels = (not _FORCE_REFERENCE and all(t.dtype in _KERNEL_DTYPES for t in (q, k, v))
+                   and kernels_support(num_heads, head_dim) and _runs_triton(q))
+    if not use_kernels:
+        return focused_linear_attention_reference(q, k, v, scale, pos, num_heads, focusing_factor)
+    s = F.softplus(scale.reshape(C).float())
+    if pos is not None:
+        pos = pos.reshape(N, C).contiguous()
+    out, _, _ = torch.ops.linattn.focused_linear_attention_fwd(
+        q.contiguous(), k.contiguous(), v.contiguous(), s.contiguous(), pos, num_heads, float(focusing_factor))
+    return out

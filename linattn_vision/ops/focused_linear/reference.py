@@ -13,7 +13,12 @@ EPS_DENOM = 1e-6
 
 def focus(x: torch.Tensor, scale: torch.Tensor, focusing_factor: float = 3) -> torch.Tensor:
     """phi(x): (relu(x) + 1e-6) / softplus(scale), powered by p and renormalised to the pre-power norm."""
-    a = (F.relu(x) + EPS_RELU) / F.softplus(scale)
+    return focus_with_divisor(x, F.softplus(scale), focusing_factor)
+
+
+def focus_with_divisor(x: torch.Tensor, divisor: torch.Tensor, focusing_factor: float = 3) -> torch.Tensor:
+    """phi(x) given the divisor softplus(scale) directly (the form the fused op takes)."""
+    a = (F.relu(x) + EPS_RELU) / divisor
     a_norm = a.norm(dim=-1, keepdim=True)
     a_pow = a ** focusing_factor
     return a_pow / a_pow.norm(dim=-1, keepdim=True) * a_norm

@@ -1,0 +1,72 @@
+"""The Triton kernels of focused linear attention, run on CPU through Triton's interpreter.
+
+TRITON_INTERPRET must be set before the kernel module is defined, so every case runs in one child process that
+starts with the variable set; the tests here assert on what it reports. The interpreter mishandles bf16, so the
+cases are fp32 and fp16 (bf16 is covered by the GPU tests).
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+# (name, B, N, heads, head_dim, dtype, with_pos, focusing_factor, magnitude)
+CASES = [
+    ('fp32_3heads_d16_pos', 2, 37, 3, 16, 'float32', True, 3.0, 1.0),
+    ('fp32_1head_d24_p2.5', 1, 21, 1, 24, 'float32', False, 2.5, 1.0),
+    ('fp32_2heads_d48_large', 2, 19, 2, 48, 'float32', True, 3.0, 1e3),
+    ('fp16_3heads_d32_pos', 2, 40, 3, 32, 'float16', True, 3.0, 1.0),
+    ('fp16_1head_d64_1e3', 1, 18, 1, 64, 'float16', True, 3.0, 1e3),
+]
+TOL = {'float32': 1e-5, 'float16': 3e-3}
+
+CHILD = r'''
+import json, sys
+sys.path.insert(0, {here!r})
+import torch
+from linattn_vision.ops.focused_linear import op
+from focused_linear_cases import compare_with_float64
+assert op._runs_triton(torch.zeros(1)), 'interpreter path not taken'
+results = {{}}
+for name, B, N, H, d, dtype, with_pos, p, mag in {cases!r}:
+    res = compare_with_float64(B, N, H, d, getattr(torch, dtype), 'cpu', with_pos, p, mag, seed=len(results))
+    results[name] = res
+# the same inputs twice give bitwise the same result (partials are summed in a fixed order)
+from focused_linear_cases import make_inputs
+q, k, v, scale, pos = make_inputs(2, 37, 3, 16, torch.float32, 'cpu')
+o1 = op.focused_linear_attention(q, k, v, scale, pos, 3)
+o2 = op.focused_linear_attention(q, k, v, scale, pos, 3)
+results['deterministic'] = bool(torch.equal(o1, o2))
+print('RESULTS' + json.dumps(results))
+'''
+
+
+@pytest.fixture(scope='module')
+def interpreter_results():
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env.pop('LINATTN_FORCE_REFERENCE', None)
+    script = CHILD.format(here=str(HERE), cases=CASES)
+    proc = subprocess.run([sys.executable, '-c', script], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS'))
+    return json.loads(line[len('RESULTS'):])
+
+
+@pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])
+def test_kernels_match_float64(interpreter_results, case):
+    name, dtype = case[0], case[5]
+    res = interpreter_results[name]
+    assert res['finite'], res
+    assert res['dtypes_ok'], res
+    for key in ('out', 'q', 'k', 'v', 'scale') + (('pos',) if case[6] else ()):
+        assert res[key] < TOL[dtype], (key, res)
+
+
+def test_kernels_deterministic(interpreter_results):
+    assert interpreter_results['deterministic']
