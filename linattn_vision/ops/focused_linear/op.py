@@ -16,11 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from .layout import kernels_support, tile_dims
-from .reference import EPS_DENOM, focus_with_divisor, focused_linear_attention_reference
+from .reference import EPS_DENOM, EPS_RELU, focus_with_divisor, focused_linear_attention_reference
 
 _FORCE_REFERENCE = os.environ.get('LINATTN_FORCE_REFERENCE', '0') == '1'
+# Read once: CPU tensors go through the Triton interpreter only if the process started with TRITON_INTERPRET=1.
+_INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _kernels = None
+_kernels_ok = None
 
 
 @contextlib.contextmanager
@@ -36,22 +39,22 @@ def use_reference(enabled: bool = True):
 
 def _load_kernels():
     """Import the Triton kernels on first use (TRITON_INTERPRET is read when they are defined)."""
-    global _kernels
-    if _kernels is None:
+    global _kernels, _kernels_ok
+    if _kernels_ok is None:
         try:
             from . import kernels
+            _kernels, _kernels_ok = kernels, True
         except ImportError:  # no triton: every call takes the exact path
-            kernels = False
-        _kernels = kernels
+            _kernels_ok = False
     return _kernels
 
 
-def _interpreting() -> bool:
-    return os.environ.get('TRITON_INTERPRET', '0') == '1'
-
-
 def _runs_triton(x: torch.Tensor) -> bool:
-    return (x.is_cuda or _interpreting()) and bool(_load_kernels())
+    if not (x.is_cuda or _INTERPRET):
+        return False
+    if _kernels_ok is None:
+        _load_kernels()
+    return _kernels_ok
 
 
 # ------------------------------------------------------------------------------------------ exact fallback
@@ -71,6 +74,50 @@ def _exact_core(q, k, v, s, pos, num_heads: int, focusing_factor: float):
     kmean = k.mean(dim=-2)
     out = (q @ kv) / (q @ kmean.unsqueeze(-1) + EPS_DENOM)
     return out.transpose(1, 2).reshape(B, N, C), kv, kmean
+
+
+def _focus_backward_exact(g_phi, x, s, focusing_factor):
+    """dL/dx and sum_tokens dL/da * a for phi(x) = a^p / ||a^p|| * ||a||, a = (relu(x) + eps) / s."""
+    p = focusing_factor
+    a = (F.relu(x) + EPS_RELU) / s
+    b = a ** p
+    n1, n2 = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    c = (g_phi * b).sum(-1, keepdim=True)
+    g_a = p * a ** (p - 1) * (n1 / n2) * (g_phi - c * b / n2 ** 2) + c * a / (n1 * n2)
+    return torch.where(x > 0, g_a / s, 0.0), (g_a * a).flatten(0, -2).sum(0)
+
+
+def _exact_backward(dout, q, k, v, s, pos, num_heads: int, focusing_factor: float):
+    """The kernels' backward in plain torch: recompute phi, then the chain rule through the core and phi."""
+    B, N, C = q.shape
+    d = C // num_heads
+    work = torch.promote_types(q.dtype, torch.float32)
+    xq, xk, v, s, dout = q.to(work), k.to(work), v.to(work), s.to(work), dout.to(work)
+    if pos is not None:
+        xk = xk + pos.to(work)
+
+    def heads(t):
+        return t.reshape(B, N, num_heads, d).transpose(1, 2)
+
+    def merge(t):
+        return t.transpose(1, 2).reshape(B, N, C)
+
+    phi_q, phi_k = heads(focus_with_divisor(xq, s, focusing_factor)), heads(focus_with_divisor(xk, s, focusing_factor))
+    v, dout = heads(v), heads(dout)
+    kv = phi_k.transpose(-2, -1) @ v / N
+    kmean = phi_k.mean(dim=-2, keepdim=True)
+    den = (phi_q * kmean).sum(-1, keepdim=True) + EPS_DENOM
+    g = dout / den
+    dden = -(g * (phi_q @ kv / den)).sum(-1, keepdim=True)
+    g_phi_q = g @ kv.transpose(-2, -1) + dden * kmean
+    dkv = phi_q.transpose(-2, -1) @ g / N
+    dkmean = (dden * phi_q).sum(-2, keepdim=True) / N
+    g_phi_k = v @ dkv.transpose(-2, -1) + dkmean
+    dv = phi_k @ dkv
+    dq, ga_q = _focus_backward_exact(merge(g_phi_q), xq, s, focusing_factor)
+    dk, ga_k = _focus_backward_exact(merge(g_phi_k), xk, s, focusing_factor)
+    ds = -(ga_q + ga_k) / s
+    return dq.to(q.dtype), dk.to(k.dtype), merge(dv).to(v.dtype), ds.float()
 
 
 def _pad_state(kv, kmean, num_heads, head_dim):
@@ -112,12 +159,8 @@ def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     """-> (dq, dk, dv in the dtypes of q, k, v; ds = dL/ds fp32 (C,)). dk is also dL/d(k + pos)."""
     if _runs_triton(q):
         return _load_kernels().backward(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor)
-    # exact path: differentiate the plain computation (recomputed from the saved raw inputs)
-    with torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
-        leaves = [t.detach().requires_grad_() for t in (q, k, v, s)]
-        out, _, _ = _exact_core(*leaves, pos, num_heads, focusing_factor)
-        grads = torch.autograd.grad(out, leaves, dout.to(out.dtype))
-    return tuple(g.to(t.dtype) for g, t in zip(grads[:3], (q, k, v))) + (grads[3].float(),)
+    with torch.autocast(q.device.type, enabled=False):
+        return _exact_backward(dout, q, k, v, s, pos, num_heads, focusing_factor)
 
 
 @_bwd_op.register_fake

@@ -1,0 +1,178 @@
+"""Focused linear attention op: the reference against the official formulation, the registered torch.library ops
+(exact CPU path, autograd, fake/compile), dispatch and input errors; GPU tests run the Triton kernels."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from linattn_vision.ops.focused_linear import (
+    focused_linear_attention, focused_linear_attention_reference, op as op_module, use_reference)
+from focused_linear_cases import compare_with_float64, make_inputs
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+def official_formulation(q, k, v, scale, pos, num_heads, focusing_factor=3):
+    """Transcription of the FLatten FocusedLinearAttention.forward core (without dwc/proj), in its own order of
+    operations: the (N ** -0.5) split of 1/N, nn.ReLU/nn.Softplus modules, per-token norms over all C."""
+    B, N, C = q.shape
+    k = k + pos
+    q = torch.nn.ReLU()(q) + 1e-6
+    k = torch.nn.ReLU()(k) + 1e-6
+    s = torch.nn.Softplus()(scale)
+    q, k = q / s, k / s
+    q_norm, k_norm = q.norm(dim=-1, keepdim=True), k.norm(dim=-1, keepdim=True)
+    q, k = q ** focusing_factor, k ** focusing_factor
+    q = (q / q.norm(dim=-1, keepdim=True)) * q_norm
+    k = (k / k.norm(dim=-1, keepdim=True)) * k_norm
+    q, k, v = (t.reshape(B, N, num_heads, -1).permute(0, 2, 1, 3) for t in (q, k, v))
+    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+    kv = (k.transpose(-2, -1) * (N ** -0.5)) @ (v * (N ** -0.5))
+    return (q @ kv * z).transpose(1, 2).reshape(B, N, C)
+
+
+def test_reference_matches_official_formulation():
+    q, k, v, scale, pos = make_inputs(2, 49, 3, 16, torch.float64, 'cpu')
+    scale, pos = scale.double(), pos.double()
+    ours = focused_linear_attention_reference(q, k, v, scale.reshape(1, 1, -1), pos.reshape(1, 49, -1), 3)
+    theirs = official_formulation(q, k, v, scale.reshape(1, 1, -1), pos.reshape(1, 49, -1), 3)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_reference_half_inputs_up_to_1e3_stay_finite(dtype):
+    q, k, v, scale, pos = make_inputs(2, 30, 2, 16, dtype, 'cpu', magnitude=1e3)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = focused_linear_attention_reference(q, k, v, scale, pos, 2)
+    out.float().sum().backward()
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+# (B, N, heads, head_dim, with_pos, focusing_factor)
+OP_CASES = [(2, 37, 3, 16, True, 3.0), (1, 23, 1, 24, False, 2.5), (2, 17, 4, 8, True, 3.0)]
+
+
+@pytest.mark.parametrize('B,N,H,d,with_pos,p', OP_CASES)
+def test_registered_op_exact_path_matches_float64(B, N, H, d, with_pos, p):
+    """The registered op (forward + autograd through the backward op) on CPU without Triton: exact path."""
+    def call_op(q, k, v, scale, pos, num_heads, focusing_factor):
+        s = F.softplus(scale.reshape(-1).float())
+        out, _, _ = torch.ops.linattn.focused_linear_attention_fwd(q, k, v, s, pos, num_heads, focusing_factor)
+        return out
+
+    errors = compare_with_float64(B, N, H, d, torch.float32, 'cpu', with_pos, p, op=call_op)
+    assert errors['finite'] and errors['dtypes_ok'], errors
+    for key, err in errors.items():
+        if key not in ('finite', 'dtypes_ok'):
+            assert err < 1e-5, (key, errors)
+
+
+def test_registered_ops_pass_opcheck():
+    q, k, v, scale, pos = make_inputs(2, 11, 2, 16, torch.float32, 'cpu')
+    s = F.softplus(scale).requires_grad_()
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    torch.library.opcheck(torch.ops.linattn.focused_linear_attention_fwd.default, (q, k, v, s, pos, 2, 3.0),
+                          test_utils=('test_schema', 'test_faketensor', 'test_autograd_registration'))
+    out, kv, kmean = torch.ops.linattn.focused_linear_attention_fwd(q, k, v, s, pos, 2, 3.0)
+    torch.library.opcheck(torch.ops.linattn.focused_linear_attention_bwd.default,
+                          (torch.randn_like(out), q.detach(), k.detach(), v.detach(), s.detach(), pos,
+                           kv.detach(), kmean.detach(), 2, 3.0),
+                          test_utils=('test_schema', 'test_faketensor'))
+
+
+def test_torch_compile_traces_through_the_op():
+    q, k, v, scale, pos = make_inputs(2, 13, 2, 16, torch.float32, 'cpu')
+
+    def f(q, k, v, scale, pos):
+        s = F.softplus(scale)
+        return torch.ops.linattn.focused_linear_attention_fwd(q, k, v, s, pos, 2, 3.0)[0]
+
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, scale, pos)]
+    compiled = torch.compile(f, backend='aot_eager', fullgraph=True)
+    out = compiled(*leaves)
+    grads = torch.autograd.grad(out.sum(), leaves)
+    eager_leaves = [t.clone().requires_grad_() for t in (q, k, v, scale, pos)]
+    eager = f(*eager_leaves)
+    eager_grads = torch.autograd.grad(eager.sum(), eager_leaves)
+    torch.testing.assert_close(out, eager)
+    for g, eg in zip(grads, eager_grads):
+        torch.testing.assert_close(g, eg)
+
+
+def test_cpu_dispatch_is_the_reference_and_accepts_model_shapes():
+    q, k, v, scale, pos = make_inputs(2, 16, 2, 16, torch.float32, 'cpu')
+    out = focused_linear_attention(q, k, v, scale.reshape(1, 1, -1), pos.reshape(1, 16, -1), num_heads=2)
+    ref = focused_linear_attention_reference(q, k, v, scale, pos, 2)
+    assert torch.equal(out, ref)
+    with use_reference():
+        assert op_module._FORCE_REFERENCE
+        assert torch.equal(focused_linear_attention(q, k, v, scale, pos, num_heads=2), ref)
+    assert not op_module._FORCE_REFERENCE
+
+
+@pytest.mark.parametrize('bad, message', [
+    (dict(q=torch.randn(2, 8)), 'must be \\(B, N, C\\)'),
+    (dict(k=torch.randn(2, 8, 16)), 'shapes differ'),
+    (dict(num_heads=3), 'not divisible by num_heads 3'),
+    (dict(scale=torch.randn(8)), 'scale must have C=32'),
+    (dict(pos=torch.randn(7, 32)), 'pos must hold N\\*C'),
+])
+def test_bad_inputs_raise_clear_errors(bad, message):
+    args = dict(q=torch.randn(2, 8, 32), k=torch.randn(2, 8, 32), v=torch.randn(2, 8, 32), scale=torch.randn(32),
+                pos=torch.randn(8, 32), num_heads=2)
+    args.update(bad)
+    with pytest.raises(ValueError, match=message):
+        focused_linear_attention(**args)
+
+
+# ------------------------------------------------------------------------------------------------------ GPU
+
+GPU_TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+GPU_CASES = [  # (B, N, heads, head_dim)
+    (2, 3136, 3, 32), (3, 197, 1, 64), (2, 1000, 6, 32), (2, 333, 5, 64), (2, 129, 12, 16), (1, 77, 2, 48),
+    (2, 50, 3, 24), (2, 70, 32, 16), (2, 45, 16, 32), (4, 49, 3, 32),
+]
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize('B,N,H,d', GPU_CASES)
+def test_triton_matches_float64(B, N, H, d, dtype):
+    errors = compare_with_float64(B, N, H, d, dtype, 'cuda', with_pos=(H % 2 == 1), seed=B * N + H)
+    assert errors['finite'] and errors['dtypes_ok'], errors
+    for key, err in errors.items():
+        if key not in ('finite', 'dtypes_ok'):
+            assert err < GPU_TOL[dtype], (key, errors)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16], ids=str)
+def test_triton_half_inputs_up_to_1e3(dtype):
+    errors = compare_with_float64(2, 500, 3, 32, dtype, 'cuda', magnitude=1e3)
+    assert errors['finite'], errors
+    assert errors['out'] < GPU_TOL[dtype], errors
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_triton_non_integer_focusing_factor():
+    errors = compare_with_float64(2, 300, 2, 32, torch.float32, 'cuda', focusing_factor=2.5)
+    assert all(v < GPU_TOL[torch.float32] for k, v in errors.items() if k not in ('finite', 'dtypes_ok')), errors
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_triton_deterministic_and_compiles():
+    q, k, v, scale, pos = make_inputs(4, 3136, 3, 32, torch.bfloat16, 'cuda')
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, scale, pos)]
+    runs = []
+    for fn in (focused_linear_attention, focused_linear_attention,
+               torch.compile(focused_linear_attention, fullgraph=True)):
+        out = fn(*leaves[:4], leaves[4], 3)
+        runs.append([out] + list(torch.autograd.grad(out.float().square().sum(), leaves)))
+    for a, b in zip(runs[0], runs[1]):
+        assert torch.equal(a, b)
+    for a, b in zip(runs[0], runs[2]):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
