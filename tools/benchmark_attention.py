@@ -1,0 +1,184 @@
+"""Benchmark the focused-linear-attention core on a GPU: official formulation (eager fp32, eager AMP bf16),
+torch.compile of the exact path, and the fused Triton op, side by side in one table.
+
+For each shape and method: forward and forward+backward median time (CUDA events), peak memory above the inputs
+during forward+backward, achieved bytes/s over the bytes that must move, and time over the memory floor
+(those bytes at the copy bandwidth measured in the same run). Bytes that must move, in the method's dtype:
+forward reads q, k, v and writes out (4 BNC); backward reads q, k, v, dout and writes dq, dk, dv (7 BNC).
+
+    python tools/benchmark_attention.py                     # all shapes, all methods
+    python tools/benchmark_attention.py --shapes swin_s1 --methods triton --reps 50
+"""
+import argparse
+import datetime
+import statistics
+
+import torch
+
+from linattn_vision.ops.focused_linear import focused_linear_attention, focused_linear_attention_reference
+
+SHAPES = {  # name: (B, N, C, heads)
+    'swin_s1': (128, 3136, 96, 3),
+    'swin_s2': (128, 784, 192, 6),
+    'pvt_s1': (128, 3136, 64, 1),
+    'det_s1': (2, 200 * 336, 96, 3),
+}
+
+
+def official_formulation(q, k, v, scale, pos, num_heads, focusing_factor=3):
+    """The FLatten FocusedLinearAttention core as the official code writes it (dwc and proj left out)."""
+    B, N, C = q.shape
+    k = k + pos
+    q = torch.nn.functional.relu(q) + 1e-6
+    k = torch.nn.functional.relu(k) + 1e-6
+    s = torch.nn.functional.softplus(scale)
+    q, k = q / s, k / s
+    q_norm, k_norm = q.norm(dim=-1, keepdim=True), k.norm(dim=-1, keepdim=True)
+    q, k = q ** focusing_factor, k ** focusing_factor
+    q = (q / q.norm(dim=-1, keepdim=True)) * q_norm
+    k = (k / k.norm(dim=-1, keepdim=True)) * k_norm
+    q, k, v = (t.reshape(B, N, num_heads, -1).permute(0, 2, 1, 3) for t in (q, k, v))
+    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+    kv = (k.transpose(-2, -1) * (N ** -0.5)) @ (v * (N ** -0.5))
+    return (q @ kv * z).transpose(1, 2).reshape(B, N, C)
+
+
+def _official_amp(*args):
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        return official_formulation(*args)
+
+
+_compiled_reference = None
+
+
+def _compiled_exact(*args):
+    global _compiled_reference
+    if _compiled_reference is None:
+        _compiled_reference = torch.compile(focused_linear_attention_reference)
+    return _compiled_reference(*args)
+
+
+METHODS = {  # name: (callable, activation dtype)
+    'official eager fp32': (official_formulation, torch.float32),
+    'official eager AMP bf16': (_official_amp, torch.bfloat16),
+    'compile exact bf16': (_compiled_exact, torch.bfloat16),
+    'triton bf16': (focused_linear_attention, torch.bfloat16),
+}
+
+
+def copy_bandwidth(nbytes=2 << 30, reps=20):
+    """Device-to-device copy, counting bytes read plus written, bytes/s (median)."""
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device='cuda').random_()
+    dst = torch.empty_like(src)
+    times = time_cuda(lambda: dst.copy_(src), reps=reps)
+    return 2 * src.numel() / (statistics.median(times) * 1e-3)
+
+
+def time_cuda(fn, reps=30, warmup=5):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def make_inputs(B, N, C, dtype, seed=0):
+    gen = torch.Generator(device='cuda').manual_seed(seed)
+    q, k, v = (torch.randn(B, N, C, device='cuda', generator=gen).to(dtype).requires_grad_() for _ in range(3))
+    scale = (torch.randn(1, 1, C, device='cuda', generator=gen) * 0.5).requires_grad_()  # fp32 parameters,
+    pos = (torch.randn(1, N, C, device='cuda', generator=gen) * 0.1).requires_grad_()  # as in a model under AMP
+    dout = torch.randn(B, N, C, device='cuda', generator=gen).to(dtype)
+    return (q, k, v, scale, pos), dout
+
+
+def bench_one(fn, dtype, B, N, C, heads, reps):
+    inputs, dout = make_inputs(B, N, C, dtype)
+    with torch.no_grad():
+        fwd_times = time_cuda(lambda: fn(*inputs, heads), reps=reps)
+
+    def fwd_bwd():
+        out = fn(*inputs, heads)
+        torch.autograd.grad(out, inputs, dout)
+
+    fwdbwd_times = time_cuda(fwd_bwd, reps=reps)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fwd_bwd()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    return statistics.median(fwd_times), statistics.median(fwdbwd_times), peak
+
+
+def sweep(shapes, reps):
+    from linattn_vision.ops.focused_linear import kernels
+    for shape in shapes:
+        B, N, C, heads = SHAPES[shape]
+        for block_n in (32, 64):
+            for warps in (4, 8):
+                for splits_per_sm in (1, 2, 4):
+                    kernels.CONFIG_OVERRIDE.clear()
+                    kernels.CONFIG_OVERRIDE.update(BLOCK_N=block_n, num_warps=warps, splits_per_sm=splits_per_sm)
+                    try:
+                        fwd, fwdbwd, _ = bench_one(focused_linear_attention, torch.bfloat16, B, N, C, heads, reps)
+                    except Exception as exc:  # a configuration the compiler rejects (registers, shared memory)
+                        print(f'sweep {shape} BLOCK_N={block_n} warps={warps} splits/SM={splits_per_sm}: '
+                              f'{type(exc).__name__}', flush=True)
+                        continue
+                    print(f'sweep {shape} BLOCK_N={block_n} warps={warps} splits/SM={splits_per_sm}: '
+                          f'fwd {fwd:.3f} ms fwd+bwd {fwdbwd:.3f} ms', flush=True)
+    kernels.CONFIG_OVERRIDE.clear()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--reps', type=int, default=30)
+    parser.add_argument('--sweep', nargs='*', default=[], choices=list(SHAPES),
+                        help='first time the Triton op on these shapes under several launch configurations')
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit('benchmark_attention.py needs a CUDA device')
+
+    bw = copy_bandwidth()
+    device = torch.cuda.get_device_name()
+    print(f'# {device}, torch {torch.__version__}, {datetime.date.today()}, copy bandwidth {bw / 1e12:.2f} TB/s '
+          f'(read + write)', flush=True)
+    if args.sweep:
+        sweep(args.sweep, args.reps)
+    header = (f'| {"shape":8} | {"method":24} | {"fwd ms":>7} | {"fwd+bwd ms":>10} | {"peak MiB":>8} | {"min MiB":>7} '
+              f'| {"fwd TB/s":>8} | {"f+b TB/s":>8} | {"fwd/floor":>9} | {"f+b/floor":>9} |')
+    rows = [header, '|' + '|'.join('-' * (len(c)) for c in header.split('|')[1:-1]) + '|']
+    for shape in args.shapes:
+        B, N, C, heads = SHAPES[shape]
+        for method in args.methods:
+            fn, dtype = METHODS[method]
+            elem = torch.finfo(dtype).bits // 8
+            fwd_bytes, fwdbwd_bytes = 4 * B * N * C * elem, 11 * B * N * C * elem
+            min_bytes = 4 * B * N * C * elem + 4 * (N * C + C)  # out, dq, dk, dv; fp32 dpos, dscale
+            try:
+                fwd, fwdbwd, peak = bench_one(fn, dtype, B, N, C, heads, args.reps)
+            except torch.cuda.OutOfMemoryError:
+                rows.append(f'| {shape:8} | {method:24} | out of memory |')
+                torch.cuda.empty_cache()
+                continue
+            row = (f'| {shape:8} | {method:24} | {fwd:7.3f} | {fwdbwd:10.3f} | {peak / 2**20:8.0f} '
+                   f'| {fwd_bytes / fwd / 1e9:8.2f} | {fwdbwd_bytes / fwdbwd / 1e9:8.2f} '
+                   f'| {fwd / (fwd_bytes / bw * 1e3):9.2f} | {fwdbwd / (fwdbwd_bytes / bw * 1e3):9.2f} |')
+            rows.append(row)
+            print(row, flush=True)
+            torch.cuda.empty_cache()
+    print('\n'.join(['', f'# {device}, {datetime.date.today()}, floor = bytes that must move / '
+                     f'{bw / 1e12:.2f} TB/s; peak = max allocated above the inputs during fwd+bwd'] + rows))
+
+
+if __name__ == '__main__':
+    main()
