@@ -13,6 +13,7 @@ so configs of either library find them after
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any, Mapping, Sequence
 
 import timm
@@ -138,37 +139,42 @@ class LinAttnBackbone(BaseModule):
 
     # ---- freezing -------------------------------------------------------------------------------------------------
     def _stage_of(self, name: str) -> int | None:
-        """Index of the stage a parameter / module name of the timm model belongs to; None for the stem."""
+        """Stage index of a parameter / module name of the timm model; None for the stem (patch embedding etc.).
+
+        Inside a stage module (``feature_info`` names it) is that stage. Outside, a top-level name with the stage
+        modules' numbering belongs to that stage: PVT's ``patch_embed2`` / ``pos_embed2`` go with ``block2``,
+        CSWin's ``merge1`` (the downsampling after stage 1) with ``stage1``, as mmdet's Swin counts downsamplings.
+        """
         for i, prefix in enumerate(self.stage_modules):
             if name == prefix or name.startswith(prefix + '.'):
                 return i
+        numbered = re.fullmatch(r'\D+?(\d+)', self.stage_modules[0])
+        top = re.fullmatch(r'\D+?(\d+)', name.split('.')[0])
+        if numbered and top:
+            index = int(top.group(1)) - int(numbered.group(1))
+            if 0 <= index < len(self.stage_modules):
+                return index
         return None
 
-    def _frozen_parts(self):
-        """(module, name) of the timm model and the output norms that ``frozen_stages`` freezes."""
-        if self.frozen_stages < 0:
-            return []
-        parts = []
-        for name, module in self.model.named_children():
-            if any(p == name or p.startswith(name + '.') for p in self.stage_modules):
-                continue  # a stage container: handled stage by stage below
-            parts.append(module)
-        for i in range(min(self.frozen_stages, len(self.stage_modules))):
-            parts.append(self.model.get_submodule(self.stage_modules[i]))
-            if i in self.out_indices:
-                parts.append(getattr(self, f'norm{i}'))
-        return parts
+    def _is_frozen(self, name: str) -> bool:
+        stage = self._stage_of(name)
+        return self.frozen_stages >= 0 and (stage is None or stage < self.frozen_stages)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:
             return
-        for module in self._frozen_parts():
-            module.eval()
-            for param in module.parameters():
+        for name, module in self.model.named_modules():
+            if name and self._is_frozen(name) and not any(p.startswith(name + '.') for p in self.stage_modules):
+                module.eval()  # dropout / drop-path off, BN statistics fixed
+        for name, param in self.model.named_parameters():
+            if self._is_frozen(name):
                 param.requires_grad = False
-        # parameters held directly by the model (absolute position embeddings and the like) belong to the stem
-        for name, param in self.model.named_parameters(recurse=False):
-            param.requires_grad = False
+        for i in self.out_indices:
+            if i < self.frozen_stages:
+                norm = getattr(self, f'norm{i}')
+                norm.eval()
+                for param in norm.parameters():
+                    param.requires_grad = False
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -242,19 +248,21 @@ def load_backbone_checkpoint(backbone: LinAttnBackbone, path: str, prefix: str |
         # a checkpoint of this very wrapper (e.g. a backbone saved from a detector): load as is
         target = backbone
         model_sd = state_dict
+        skipped = [k for k in model_sd if k not in own and k[len('model.'):] in backbone._pruned_keys]
     else:
         # an ImageNet classifier: official layout goes through the model file's filter into timm layout
         target = backbone.model
-        model_sd = state_dict
+        # parts the backbone pruned (later stages, final norm) and the classifier are not the filter's business
         model_own = target.state_dict()
+        model_sd = {k: v for k, v in state_dict.items() if k not in backbone._pruned_keys
+                    and not (k.startswith(_CLASSIFIER_PREFIXES) and k not in model_own)}
+        skipped = [k for k in state_dict if k not in model_sd]
         filter_fn = _model_filter_fn(target)
         fits = all(k in model_sd and model_sd[k].shape == v.shape for k, v in model_own.items())
         if not fits and filter_fn is not None:
             model_sd = filter_fn(dict(model_sd), target)
     target_own = target.state_dict()
 
-    skipped = [k for k in model_sd if k not in target_own
-               and (k in backbone._pruned_keys or (target is backbone.model and k.startswith(_CLASSIFIER_PREFIXES)))]
     unexpected = [k for k in model_sd if k not in target_own and k not in skipped]
     missing = [k for k in target_own if k not in model_sd]
     wrong_shape = [f'{k} {tuple(model_sd[k].shape)} vs model {tuple(v.shape)}'

@@ -1,0 +1,128 @@
+"""FLOPs and parameters of a detection / segmentation config: the backbone alone and the whole model.
+
+    python tools/get_flops.py configs/det/mask-rcnn_flatten-swin-t_fpn_1x_coco.py --shape 800 1280
+    python tools/get_flops.py configs/seg/upernet_flatten-swin-t_160k_ade20k-512x512.py --shape 512 2048
+
+Counts follow fvcore / mmengine's convention (one fused multiply-add = one FLOP) on a traced forward pass in tensor
+mode (no NMS or post-processing). Attention through ``scaled_dot_product_attention`` is counted (mmengine does not
+by default); custom mmcv ops such as RoIAlign are not, as in mmdet's own get_flops.py.
+Default shapes: 800x1280 for detection (the papers' convention), the config's crop size for segmentation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='FLOPs and parameters of a det/seg config (backbone and model)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--shape', type=int, nargs='+', default=None, help='input size: H W (or one number)')
+    parser.add_argument('--backbone-only', action='store_true', help='count the backbone only')
+    parser.add_argument('--out', help='write the numbers as JSON here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, key=value')
+    return parser.parse_args(argv)
+
+
+def _prod(shape):
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def sdpa_flop_jit(inputs, outputs):
+    """FLOPs of scaled_dot_product_attention: q @ k^T and attn @ v, one MAC each (fvcore convention)."""
+    from mmengine.analysis.jit_handles import get_shape
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = _prod(q[:-2])
+    return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
+
+
+def count(model, inputs):
+    """(flops, params) of ``model`` on ``inputs`` (a tuple of tensors)."""
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+    analyzer = FlopAnalyzer(model, inputs)
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    return analyzer.total(), parameter_count(model)['']
+
+
+def default_shape(cfg):
+    if cfg.get('default_scope') == 'mmseg':
+        size = cfg.get('crop_size') or cfg.model.get('data_preprocessor', {}).get('size') or (512, 512)
+        return tuple(size)
+    return 800, 1280
+
+
+def build_model(cfg):
+    """Build the config's model without loading any pretrained file (FLOPs don't depend on weights)."""
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    cfg.model.backbone.pop('init_cfg', None)
+    cfg.model.backbone.pop('pretrained', None)
+    cfg.model.pop('pretrained', None)
+    model = MODELS.build(cfg.model)
+    return model.eval()
+
+
+def tensor_mode_inputs(cfg, model, shape):
+    """Bind data samples so the model can be traced on a single image tensor in 'tensor' mode."""
+    import torch
+    h, w = shape
+    image = torch.zeros(1, 3, h, w)
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1.0, 1.0))
+    if cfg.get('default_scope') == 'mmseg':
+        from mmseg.structures import SegDataSample
+        samples = [SegDataSample(metainfo=meta)]
+    else:
+        from mmdet.structures import DetDataSample
+        samples = [DetDataSample(metainfo=meta)]
+    model.forward = partial(model.forward, data_samples=samples, mode='tensor')
+    return (image,)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.config import Config
+    import torch
+
+    from linattn_vision.mm.errors import USER_ERRORS
+    try:
+        cfg = Config.fromfile(args.config)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        shape = tuple(args.shape) if args.shape else default_shape(cfg)
+        if len(shape) == 1:
+            shape = (shape[0], shape[0])
+        model = build_model(cfg)
+    except USER_ERRORS as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    image = torch.zeros(1, 3, *shape)
+    results = {'config': args.config, 'shape': list(shape)}
+    with torch.no_grad():
+        flops, params = count(model.backbone, (image,))
+        results['backbone'] = dict(gflops=round(flops / 1e9, 3), params_m=round(params / 1e6, 3))
+        if not args.backbone_only:
+            flops, params = count(model, tensor_mode_inputs(cfg, model, shape))
+            results['model'] = dict(gflops=round(flops / 1e9, 3), params_m=round(params / 1e6, 3))
+    print(f'input {shape[0]}x{shape[1]}')
+    for part in ('backbone', 'model'):
+        if part in results:
+            print(f'{part:9s} {results[part]["gflops"]:9.2f} GFLOPs  {results[part]["params_m"]:8.2f} M params')
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
