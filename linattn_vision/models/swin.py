@@ -1,1 +1,624 @@
-"""(in progress)"""
+""" Swin Transformer with focused linear attention (FLatten) or agent attention in its early stages.
+
+Papers:
+* `Swin Transformer: Hierarchical Vision Transformer using Shifted Windows` - https://arxiv.org/abs/2103.14030
+* `FLatten Transformer: Vision Transformer using Focused Linear Attention` (ICCV 2023) - https://arxiv.org/abs/2308.00442
+* `Agent Attention: On the Integration of Softmax and Linear Attention` (ECCV 2024) - https://arxiv.org/abs/2312.08874
+
+One skeleton, the attention of every block a parameter:
+
+* ``'flatten'``: :class:`~linattn_vision.layers.FocusedLinearAttention` over the whole stage map (the official
+  models set a window as large as the map: 56 at 224, 96 at 384).
+* ``'agent'``: :class:`~linattn_vision.layers.AgentAttention` over the whole stage map.
+* ``'window'``: Swin's (shifted) window softmax attention with a relative position bias.
+
+Variants as the official configs (LeapLabTHU/FLatten-Transformer ``cfgs/flatten_swin_*.yaml``,
+LeapLabTHU/Agent-Attention ``agent_transformer/cfgs/agent_swin_*.yaml``): FLatten uses ``LLSS``, Agent-T ``AAAB``,
+Agent-S ``AABB``, Agent-B ``AA`` + two agent blocks then windows in stage 3 + ``B``; the window of the softmax
+blocks is 7 (9 at 288, 12 at 384). State-dict keys are the official ones (``layers.{i}.blocks.{j}``, the patch
+merging ``layers.{i}.downsample`` at the end of stage ``i``), so the release files load strictly through
+``checkpoint_filter_fn``, which drops the official buffers and resizes grid-shaped parameters when the resolution
+differs.
+
+Any input size works: inputs and odd maps are zero-padded to the patch / merge size, the global attentions
+resize their position parameters to the live map, and windows follow the map (a map smaller than the window
+is one window; otherwise the map is padded to whole windows).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.models import checkpoint, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import (
+    AgentAttention, FocusedLinearAttention, relative_position_index, resize_axis, resize_rel_pos_table,
+    resize_tokens_grid, to_hw,
+)
+from ._builder import (
+    build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg, official_state_dict,
+)
+
+__all__ = ['SwinTransformer', 'checkpoint_filter_fn']
+
+ATTN_TYPES = ('flatten', 'agent', 'window')
+SHIFT_MASK_VALUE = -100.0  # the official mask value (not -inf)
+
+
+def window_partition(x: torch.Tensor, window: Tuple[int, int]) -> torch.Tensor:
+    """(B, H, W, C) -> (B, num_windows, wh*ww, C); H and W multiples of the window."""
+    B, H, W, C = x.shape
+    wh, ww = window
+    x = x.reshape(B, H // wh, wh, W // ww, ww, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, (H // wh) * (W // ww), wh * ww, C)
+
+
+def window_reverse(windows: torch.Tensor, window: Tuple[int, int], H: int, W: int) -> torch.Tensor:
+    """(B, num_windows, wh*ww, C) -> (B, H, W, C)."""
+    B, _, _, C = windows.shape
+    wh, ww = window
+    x = windows.reshape(B, H // wh, W // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, H, W, C)
+
+
+class WindowAttention(nn.Module):
+    """Window softmax attention with Swin's relative position bias (official names: ``qkv``, ``proj``,
+    ``relative_position_bias_table``).
+
+    A window smaller than the trained one (a small feature map) indexes the same bias table: every token pair
+    keeps the bias learned for its relative offset.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0.):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.window_size = to_hw(window_size)
+        wh, ww = self.window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.register_buffer('relative_position_index', relative_position_index(self.window_size), persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+
+    def relative_position_bias(self, window: Tuple[int, int]) -> torch.Tensor:
+        """(1, heads, N, N) bias for a (wh, ww) window."""
+        if window == self.window_size:
+            index = self.relative_position_index
+        else:
+            index = relative_position_index(window, self.window_size).to(self.relative_position_index.device)
+        n = window[0] * window[1]
+        bias = self.relative_position_bias_table[index.reshape(-1)].reshape(n, n, self.num_heads)
+        return bias.permute(2, 0, 1).unsqueeze(0)
+
+    def forward(self, x: torch.Tensor, window: Tuple[int, int], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, num_windows, N, C); mask: additive (num_windows, N, N) shift mask or None."""
+        B, nW, N, C = x.shape
+        h, d = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x).reshape(B, nW, N, 3, h, d).permute(3, 0, 1, 4, 2, 5).unbind(0)  # B nW h N d
+        bias = self.relative_position_bias(window)
+        if mask is not None:
+            # windows and heads share one axis so the (windows, heads) bias broadcasts over the batch only
+            bias = (mask.unsqueeze(1) + bias).reshape(1, nW * h, N, N)
+            q, k, v = (t.reshape(B, nW * h, N, d) for t in (q, k, v))
+        else:
+            q, k, v = (t.reshape(B * nW, h, N, d) for t in (q, k, v))
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                           dropout_p=self.attn_drop if self.training else 0., scale=self.scale)
+        x = x.reshape(B, nW, h, N, d).transpose(2, 3).reshape(B, nW, N, C)
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}'
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm Swin block on an NHWC map; the token mixer is global (``'flatten'``/``'agent'``, the whole map)
+    or a (shifted) window softmax attention (``'window'``)."""
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            grid_size: Tuple[int, int],
+            attn_type: str = 'window',
+            window_size: int = 7,
+            shift: bool = False,
+            agent_num: int = 49,
+            focusing_factor: float = 3,
+            kernel_size: int = 5,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            proj_drop: float = 0.,
+            attn_drop: float = 0.,
+            drop_path: float = 0.,
+            act_layer: Callable[..., nn.Module] = nn.GELU,
+            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        if attn_type not in ATTN_TYPES:
+            raise ValueError(f'unknown attention type {attn_type!r}; expected one of {ATTN_TYPES}')
+        self.attn_type = attn_type
+        self.window_size = window_size
+        self.shift_size = window_size // 2 if shift and attn_type == 'window' else 0
+        self.norm1 = norm_layer(dim)
+        if attn_type == 'flatten':
+            self.attn = FocusedLinearAttention(
+                dim, num_heads, grid_size, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop,
+                focusing_factor=focusing_factor, kernel_size=kernel_size)
+        elif attn_type == 'agent':
+            self.attn = AgentAttention(
+                dim, num_heads, grid_size, agent_num=agent_num, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                proj_drop=proj_drop)
+        else:
+            self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                        proj_drop=proj_drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        self._mask_cache: Dict[tuple, torch.Tensor] = {}
+
+    def window_and_shift(self, H: int, W: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        """Per axis: a map no larger than the window is one window, unshifted (as the official clamp)."""
+        ws, s = self.window_size, self.shift_size
+        window = (min(H, ws), min(W, ws))
+        shift = (s if H > ws else 0, s if W > ws else 0)
+        return window, shift
+
+    def shift_mask(self, Hp: int, Wp: int, window, shift, device) -> torch.Tensor:
+        """Additive (num_windows, N, N) mask keeping attention inside the regions of the rolled map."""
+        key = (Hp, Wp, window, shift, device)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            img = torch.zeros(Hp, Wp, device=device)
+
+            def slices(size, win, sh):
+                if not sh:
+                    return (slice(0, size),)
+                return slice(0, -win), slice(-win, -sh), slice(-sh, None)
+
+            cnt = 0
+            for hs in slices(Hp, window[0], shift[0]):
+                for ws in slices(Wp, window[1], shift[1]):
+                    img[hs, ws] = cnt
+                    cnt += 1
+            regions = window_partition(img[None, :, :, None], window)[0, :, :, 0]  # nW N
+            mask = regions.unsqueeze(1) - regions.unsqueeze(2)
+            mask = mask.masked_fill(mask != 0, SHIFT_MASK_VALUE)
+            if len(self._mask_cache) > 8:
+                self._mask_cache.clear()
+            self._mask_cache[key] = mask
+        return mask
+
+    def _window_attn(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        window, shift = self.window_and_shift(H, W)
+        pad_h, pad_w = (-H) % window[0], (-W) % window[1]
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        Hp, Wp = H + pad_h, W + pad_w
+        shifted = any(shift)
+        if shifted:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        mask = self.shift_mask(Hp, Wp, window, shift, x.device) if shifted else None
+        x = window_reverse(self.attn(window_partition(x, window), window, mask), window, Hp, Wp)
+        if shifted:
+            x = torch.roll(x, shifts=shift, dims=(1, 2))
+        return x[:, :H, :W]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        y = self.norm1(x)
+        if self.attn_type == 'window':
+            y = self._window_attn(y)
+        else:
+            y = self.attn(y.reshape(B, H * W, C), (H, W)).reshape(B, H, W, C)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhood concat (official order: (0,0), (1,0), (0,1), (1,1)), LayerNorm, linear 4C -> 2C.
+    Odd maps are zero-padded on the bottom / right."""
+
+    def __init__(self, dim: int, norm_layer: Callable[..., nn.Module] = nn.LayerNorm):
+        super().__init__()
+        self.norm = norm_layer(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.reduction(self.norm(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches (strided conv) + LayerNorm, NCHW image -> NHWC map; pads to whole patches."""
+
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
+                 norm_layer: Optional[Callable[..., nn.Module]] = nn.LayerNorm):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        x = F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class SwinStage(nn.Module):
+    """The blocks of one stage, and the patch merging that ends it (official layout).
+
+    ``forward`` runs the blocks only; the model applies ``downsample`` after taking the stage's features.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, grid_size: Tuple[int, int], attn_types: Sequence[str],
+                 downsample: bool, drop_path: Sequence[float], norm_layer: Callable[..., nn.Module], **block_kwargs):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.blocks = nn.ModuleList([
+            SwinBlock(dim, num_heads, grid_size, attn_type=attn_types[j], shift=j % 2 == 1,
+                      drop_path=drop_path[j], norm_layer=norm_layer, **block_kwargs)
+            for j in range(depth)])
+        self.downsample = PatchMerging(dim, norm_layer=norm_layer) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x)
+            else:
+                x = blk(x)
+        return x
+
+
+def _stage_attn_types(attn, depths: Sequence[int]) -> List[Tuple[str, ...]]:
+    """Per-stage attention spec -> one attention type per block.
+
+    A stage entry is one type for all its blocks, or a sequence with one type per block.
+    """
+    if len(attn) != len(depths):
+        raise ValueError(f'attn_types has {len(attn)} entries, expected one per stage ({len(depths)})')
+    out = []
+    for i, (spec, depth) in enumerate(zip(attn, depths)):
+        types = (spec,) * depth if isinstance(spec, str) else tuple(spec)
+        if len(types) != depth:
+            raise ValueError(f'stage {i}: {len(types)} attention types for {depth} blocks')
+        for t in types:
+            if t not in ATTN_TYPES:
+                raise ValueError(f'stage {i}: unknown attention type {t!r}; expected one of {ATTN_TYPES}')
+        out.append(types)
+    return out
+
+
+class SwinTransformer(nn.Module):
+    """Swin Transformer skeleton with a per-block choice of attention.
+
+    Args:
+        img_size: training resolution; sizes the grid-shaped parameters of the global attentions (positional
+            encodings, agent biases). Other input sizes work: those are resized to the live map.
+        patch_size, in_chans, num_classes, global_pool ('avg' or ''), embed_dim, depths, num_heads, mlp_ratio,
+            qkv_bias, drop_rate (head dropout), proj_drop_rate, attn_drop_rate, drop_path_rate, norm_layer: as timm.
+        window_size: window of the ``'window'`` (softmax) blocks.
+        attn_types: per stage, ``'flatten'`` | ``'agent'`` | ``'window'`` or a sequence with one per block.
+        agent_num: agents per stage for ``'agent'`` blocks (one int, or one per stage).
+        focusing_factor, kernel_size: focused linear attention focusing power and DWC kernel.
+    """
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            patch_size: int = 4,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dim: int = 96,
+            depths: Sequence[int] = (2, 2, 6, 2),
+            num_heads: Sequence[int] = (3, 6, 12, 24),
+            window_size: int = 7,
+            attn_types: Sequence[Union[str, Sequence[str]]] = ('flatten', 'flatten', 'window', 'window'),
+            agent_num: Union[int, Sequence[int]] = (9, 16, 49, 49),
+            focusing_factor: float = 3,
+            kernel_size: int = 5,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.1,
+            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        if global_pool not in ('', 'avg'):
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        num_stages = len(depths)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.patch_size = patch_size
+        self.output_fmt = 'NHWC'
+        self.img_size = to_hw(img_size)
+        block_attn = _stage_attn_types(attn_types, depths)
+        agent_num = tuple(agent_num) if isinstance(agent_num, (list, tuple)) else (agent_num,) * num_stages
+        dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
+        self.num_features = self.head_hidden_size = dims[-1]
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=norm_layer)
+        grid = (-(-self.img_size[0] // patch_size), -(-self.img_size[1] // patch_size))
+        dpr = [x.tolist() for x in torch.linspace(0, drop_path_rate, sum(depths), device='cpu').split(list(depths))]
+        self.layers = nn.ModuleList()
+        self.feature_info = []
+        for i in range(num_stages):
+            self.layers.append(SwinStage(
+                dims[i], depths[i], num_heads[i], grid, block_attn[i], downsample=i < num_stages - 1,
+                drop_path=dpr[i], norm_layer=norm_layer, window_size=window_size, agent_num=agent_num[i],
+                focusing_factor=focusing_factor, kernel_size=kernel_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate, attn_drop=attn_drop_rate))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'layers.{i}'))
+            grid = (-(-grid[0] // 2), -(-grid[1] // 2))
+        self.norm = norm_layer(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        """As the official optimizer: no decay on the relative position bias tables."""
+        return {n for n, _ in self.named_parameters() if 'relative_position_bias_table' in n}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        return dict(
+            stem=r'^patch_embed',
+            blocks=r'^layers\.(\d+)' if coarse else [
+                (r'^layers\.(\d+)\.blocks\.(\d+)', None),
+                (r'^layers\.(\d+)\.downsample', (99998,)),  # the merge ends its stage
+                (r'^norm', (99999,)),
+            ])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ('', 'avg'):
+                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f'expected an NCHW image batch, got a tensor of shape {tuple(x.shape)}')
+        check_min_input_size(self, tuple(x.shape[-2:]), (self.patch_size, self.patch_size))
+        return self.patch_embed(x)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs (before each stage's patch merging), NCHW or NHWC.
+
+        Args:
+            indices: stages to take (int: the last n; sequence: these, negative from the end; None: all).
+            norm: apply the final norm to the last stage's output.
+            stop_early: stop after the last stage taken.
+            output_fmt: 'NCHW' or 'NHWC'.
+            intermediates_only: return the intermediates only.
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        last = len(self.layers) - 1
+        intermediates = []
+        x = self._embed(x)
+        stages = self.layers if not stop_early else self.layers[:max_index + 1]
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                feat = self.norm(x) if norm and i == last else x
+                intermediates.append(feat.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else feat)
+            if stage.downsample is not None and i < len(stages) - 1:
+                x = stage.downsample(x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.layers):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages (and the last merge) after the last index taken; optionally the norm and head."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[:max_index + 1]
+        self.layers[-1].downsample = None
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._embed(x)
+        for stage in self.layers:
+            x = stage(x)
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+        return self.norm(x)  # NHWC
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x.mean(dim=(1, 2))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# agent / positional parameters shaped by the token grid: (axis resized, ...) for the checkpoint filter
+_GRID_AXES = {'ah_bias': 3, 'aw_bias': 4, 'ha_bias': 2, 'wa_bias': 3}
+_DROPPED_BUFFERS = ('relative_position_index', 'attn_mask')
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: SwinTransformer) -> Dict[str, torch.Tensor]:
+    """Official FLatten / Agent Swin weights (a release file's dict or its 'model' entry) -> this model.
+
+    Keys are the same; the official buffers (``relative_position_index``, ``attn_mask``) are dropped, and at
+    another resolution the positional encodings (bicubic), agent row/column biases (linear) and relative
+    position tables (bicubic) are resized to the model's. Raises a CheckpointError naming the first keys that
+    still do not fit.
+    """
+    state_dict = official_state_dict(state_dict)
+    own = model.state_dict()
+    out = {}
+    for k, v in state_dict.items():
+        if k.endswith(_DROPPED_BUFFERS):
+            continue
+        target = own.get(k)
+        if target is not None and target.shape != v.shape and v.ndim == target.ndim:
+            name = k.rsplit('.', 1)[-1]
+            if name == 'positional_encoding':
+                side = int(round(v.shape[1] ** 0.5))
+                module = model.get_submodule(k.rsplit('.', 1)[0])
+                v = resize_tokens_grid(v, (side, side), module.grid_size)
+            elif name == 'relative_position_bias_table':
+                old = (int(round(v.shape[0] ** 0.5)) + 1) // 2
+                new = (int(round(target.shape[0] ** 0.5)) + 1) // 2
+                v = resize_rel_pos_table(v, (old, old), (new, new))
+            elif name in _GRID_AXES:
+                axis = _GRID_AXES[name]
+                v = resize_axis(v, axis, target.shape[axis])
+        out[k] = v
+    check_fits_ignoring_classifier(model, out, source='Swin checkpoint')
+    return out
+
+
+def _create_swin(variant: str, pretrained: bool = False, **kwargs) -> SwinTransformer:
+    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (2, 2, 6, 2))))))
+    return build_official_model(
+        SwinTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **kwargs)
+
+
+def _cfg(**kwargs):
+    return make_cfg(**{'crop_pct': 0.875, **kwargs})
+
+
+default_cfgs = generate_default_cfgs({
+    # official releases are on Google Drive / Tsinghua cloud (no stable file URL): load them with
+    # pretrained=True, pretrained_cfg_overlay=dict(file='/path/to/official.pth')
+    'flatten_swin_t.in1k': _cfg(),
+    'flatten_swin_s.in1k': _cfg(),
+    'flatten_swin_b.in1k': _cfg(),
+    'flatten_swin_b_384.in1k': _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+    'agent_swin_t.in1k': _cfg(),
+    'agent_swin_s.in1k': _cfg(),
+    'agent_swin_b.in1k': _cfg(),
+    'agent_swin_s_288.in1k': _cfg(input_size=(3, 288, 288), crop_pct=1.0),
+    'agent_swin_b_384.in1k': _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+})
+
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+_FLATTEN = ('flatten', 'flatten', 'window', 'window')  # LLSS
+_AGENT_NUM = (9, 16, 49, 49)
+_AGENT_T = ('agent', 'agent', 'agent', 'window')  # AAAB
+_AGENT_S = ('agent', 'agent', 'window', 'window')  # AABB
+_AGENT_B = ('agent', 'agent', ('agent',) * 2 + ('window',) * 16, 'window')  # AAMB2
+
+
+@register_model
+def flatten_swin_t(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """FLatten-Swin-T (29M, 4.5 GFLOPs at 224)."""
+    args = dict(**_TINY, attn_types=_FLATTEN, window_size=7, drop_path_rate=0.2)
+    return _create_swin('flatten_swin_t', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def flatten_swin_s(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """FLatten-Swin-S."""
+    args = dict(**_SMALL, attn_types=_FLATTEN, window_size=7, drop_path_rate=0.3)
+    return _create_swin('flatten_swin_s', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def flatten_swin_b(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """FLatten-Swin-B."""
+    args = dict(**_BASE, attn_types=_FLATTEN, window_size=7, drop_path_rate=0.5)
+    return _create_swin('flatten_swin_b', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def flatten_swin_b_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """FLatten-Swin-B fine-tuned at 384 (softmax window 12)."""
+    args = dict(**_BASE, img_size=384, attn_types=_FLATTEN, window_size=12, drop_path_rate=0.5)
+    return _create_swin('flatten_swin_b_384', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def agent_swin_t(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Agent-Swin-T (agent attention in stages 1-3)."""
+    args = dict(**_TINY, attn_types=_AGENT_T, agent_num=_AGENT_NUM, window_size=7, drop_path_rate=0.2)
+    return _create_swin('agent_swin_t', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def agent_swin_s(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Agent-Swin-S (agent attention in stages 1-2)."""
+    args = dict(**_SMALL, attn_types=_AGENT_S, agent_num=_AGENT_NUM, window_size=7, drop_path_rate=0.3)
+    return _create_swin('agent_swin_s', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def agent_swin_b(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Agent-Swin-B (agent attention in stages 1-2 and the first two blocks of stage 3)."""
+    args = dict(**_BASE, attn_types=_AGENT_B, agent_num=_AGENT_NUM, window_size=7, drop_path_rate=0.5)
+    return _create_swin('agent_swin_b', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def agent_swin_s_288(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Agent-Swin-S at 288 (softmax window 9)."""
+    args = dict(**_SMALL, img_size=288, attn_types=_AGENT_S, agent_num=_AGENT_NUM, window_size=9,
+                drop_path_rate=0.3)
+    return _create_swin('agent_swin_s_288', pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def agent_swin_b_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Agent-Swin-B fine-tuned at 384 (softmax window 12)."""
+    args = dict(**_BASE, img_size=384, attn_types=_AGENT_B, agent_num=_AGENT_NUM, window_size=12,
+                drop_path_rate=0.5)
+    return _create_swin('agent_swin_b_384', pretrained, **dict(args, **kwargs))
