@@ -1,0 +1,257 @@
+"""PVT v1 family: FLatten-PVT and Agent-PVT as timm models."""
+import sys
+import types
+
+import pytest
+import timm
+import torch
+
+import linattn_vision  # noqa: F401  (registers the models)
+from linattn_vision.checkpoint import CheckpointError
+from linattn_vision.layers import resize_axis, resize_tokens_grid
+from linattn_vision.models.pvt import checkpoint_filter_fn
+
+# exact counts of the official module structure; the papers / READMEs round them to 0.1M
+# (FLatten-PVT-L 50.649M is quoted as 50.7M, i.e. via 50.65)
+PARAMS = {
+    'flatten_pvt_t': (12_150_504, 12.2),
+    'flatten_pvt_s': (21_670_248, 21.7),
+    'flatten_pvt_m': (37_242_216, 37.2),
+    'flatten_pvt_l': (50_649_192, 50.7),
+    'agent_pvt_t': (11_570_352, 11.6),
+    'agent_pvt_s': (20_635_066, 20.6),
+    'agent_pvt_m': (35_921_746, 35.9),
+    'agent_pvt_l': (48_738_180, 48.7),
+    'agent_pvt_m_256': (36_083_682, 36.1),
+}
+TINY = ['flatten_pvt_t', 'agent_pvt_t']
+
+
+def save_official_checkpoint(path, state_dict, model_type):
+    """Write a file laid out like the official releases, with a yacs CfgNode pickled under 'config'.
+
+    yacs is not installed: a stand-in module is registered while saving and removed again, so loading
+    must not import or run it.
+    """
+    pkg, mod = types.ModuleType('yacs'), types.ModuleType('yacs.config')
+
+    class CfgNode(dict):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # instance state that the real CfgNode pickles next to its items
+            self.__dict__.update({'__immutable__': True, '__deprecated_keys__': set(), '__renamed_keys__': {},
+                                  '__new_allowed__': False})
+
+    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
+    mod.CfgNode, pkg.config = CfgNode, mod
+    saved = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
+    sys.modules.update({'yacs': pkg, 'yacs.config': mod})
+    try:
+        config = CfgNode(MODEL=CfgNode(TYPE=model_type, DROP_PATH_RATE=0.1), DATA=CfgNode(IMG_SIZE=224))
+        torch.save({'model': dict(state_dict), 'optimizer': {'state': {}}, 'lr_scheduler': {}, 'max_accuracy': 77.8,
+                    'epoch': 299, 'config': config}, path)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    assert 'yacs.config' not in sys.modules or saved['yacs.config'] is not None
+
+
+@pytest.fixture(scope='module')
+def tiny_models():
+    torch.manual_seed(0)
+    models = {name: timm.create_model(name).eval() for name in TINY}
+    with torch.no_grad():  # the zero-initialised FLatten parameters get values, so loading them is checked
+        for p_name, p in models['flatten_pvt_t'].named_parameters():
+            if p_name.endswith(('positional_encoding', '.scale')):
+                p.normal_(0, 0.5)
+    return models
+
+
+@pytest.mark.parametrize('name', sorted(PARAMS))
+def test_param_count(name):
+    with torch.device('meta'):  # count without allocating or initialising the weights
+        model = timm.create_model(name)
+    count = sum(p.numel() for p in model.parameters())
+    exact, quoted = PARAMS[name]
+    assert count == exact
+    assert abs(count / 1e6 - quoted) <= 0.051
+
+
+def test_official_layout_keys(tiny_models):
+    flatten_keys = set(tiny_models['flatten_pvt_t'].state_dict())
+    agent_keys = set(tiny_models['agent_pvt_t'].state_dict())
+    for key in ('patch_embed1.proj.weight', 'patch_embed1.norm.weight', 'pos_embed1', 'pos_embed4', 'norm.weight',
+                'block1.0.attn.q.weight', 'block1.0.attn.kv.weight', 'block1.0.attn.proj.weight',
+                'block1.0.attn.dwc.weight', 'block1.0.attn.scale', 'block1.0.attn.positional_encoding',
+                'block4.1.mlp.fc2.bias', 'head.weight'):
+        assert key in flatten_keys, key
+    for key in ('block1.0.attn.an_bias', 'block1.0.attn.na_bias', 'block1.0.attn.ah_bias', 'block1.0.attn.aw_bias',
+                'block1.0.attn.ha_bias', 'block1.0.attn.wa_bias', 'block3.1.attn.dwc.weight', 'pos_embed1'):
+        assert key in agent_keys, key
+    # no spatial reduction and no class token in either release; Agent-PVT has no final norm
+    assert not any('.sr.' in k or 'cls_token' in k for k in flatten_keys | agent_keys)
+    assert 'norm.weight' not in agent_keys
+    sd = tiny_models['agent_pvt_t'].state_dict()
+    assert sd['block1.0.attn.an_bias'].shape == (1, 9, 7, 7)
+    assert sd['block3.0.attn.ha_bias'].shape == (1, 5, 14, 1, 49)
+    assert sd['pos_embed4'].shape == (1, 49, 512)
+    assert tiny_models['flatten_pvt_t'].state_dict()['block1.0.attn.dwc.weight'].shape == (64, 1, 5, 5)
+
+
+@pytest.mark.parametrize('name', TINY)
+@pytest.mark.parametrize('size', [(224, 224), (256, 320)])
+def test_forward_backward(name, size):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10)
+    out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    # the FLatten release keeps a final norm it never applies (see PyramidVisionTransformer)
+    assert no_grad == (['norm.weight', 'norm.bias'] if name.startswith('flatten') else [])
+
+
+@pytest.mark.parametrize('name', TINY)
+def test_features_only(name, tiny_models):
+    model = timm.create_model(name, features_only=True, out_indices=(0, 1, 2, 3)).eval()
+    assert model.feature_info.channels() == [64, 128, 320, 512]
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    model.load_state_dict({f'model.{k}': v for k, v in tiny_models[name].state_dict().items()
+                           if not k.startswith(('head', 'norm'))})
+    x = torch.randn(1, 3, 100, 130)
+    with torch.no_grad():
+        feats = model(x)
+        _, ref = tiny_models[name].forward_intermediates(x)
+    assert [tuple(f.shape) for f in feats] == [(1, 64, 25, 32), (1, 128, 12, 16), (1, 320, 6, 8), (1, 512, 3, 4)]
+    for f, r in zip(feats, ref):
+        torch.testing.assert_close(f, r)
+
+    two = timm.create_model(name, features_only=True, out_indices=(1, 2))
+    assert two.feature_info.channels() == [128, 320]
+    assert not hasattr(two.model, 'block4') and not hasattr(two.model, 'pos_embed4')
+    assert [tuple(f.shape) for f in two(x)] == [(1, 128, 12, 16), (1, 320, 6, 8)]
+
+
+def test_forward_intermediates_and_head(tiny_models):
+    model = tiny_models['agent_pvt_t']
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x, indices=2)
+        features = model.forward_features(x)
+        logits = model(x)
+        only = model.forward_intermediates(x, indices=[0], intermediates_only=True)
+    assert len(inter) == 2 and inter[-1].shape == (1, 512, 2, 3)
+    torch.testing.assert_close(final, features)
+    torch.testing.assert_close(model.forward_head(features), logits)
+    torch.testing.assert_close(model.forward_head(features, pre_logits=True), features.mean((-2, -1)))
+    assert len(only) == 1 and only[0].shape == (1, 64, 16, 24)
+
+
+def test_timm_api():
+    model = timm.create_model('agent_pvt_t')
+    model.reset_classifier(7)
+    assert model.get_classifier().out_features == 7
+    model.reset_classifier(0)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 512)
+
+    nwd = model.no_weight_decay()
+    assert {'pos_embed1', 'pos_embed4', 'block1.0.attn.an_bias', 'block4.1.attn.wa_bias'} <= nwd
+    assert not any(n.endswith(('.weight', '.bias')) and not n.endswith('_bias') for n in nwd)
+    flat = timm.create_model('flatten_pvt_t')
+    assert 'block2.1.attn.positional_encoding' in flat.no_weight_decay()
+
+    # every parameter lands in a layer-decay group: stem first, blocks in order (a stage's patch embedding with its
+    # first block, the final norm with the last block), the head last
+    from timm.optim import param_groups_layer_decay
+    groups = param_groups_layer_decay(flat, weight_decay=0.05, layer_decay=0.9)
+    grouped = {p for g in groups for p in g['params']}
+    assert len(grouped) == len(list(flat.parameters()))
+    from timm.models import group_parameters
+    layers = [names for _, names in sorted(group_parameters(flat, flat.group_matcher(coarse=False)).items())]
+    assert {'pos_embed1', 'patch_embed1.proj.weight'} <= set(layers[0])
+    order = [next(i for i, names in enumerate(layers) if name in names)
+             for name in ('block1.1.norm1.weight', 'patch_embed2.proj.weight', 'block2.0.attn.q.weight',
+                          'block4.1.mlp.fc2.bias', 'norm.weight', 'head.weight')]
+    assert order == sorted(order) and order[0] < order[1] == order[2] < order[3] == order[4] < order[5]
+
+
+def test_grad_checkpointing_matches(tiny_models):
+    torch.manual_seed(0)
+    model = timm.create_model('flatten_pvt_t', num_classes=5)
+    x = torch.randn(1, 3, 64, 64)
+    model(x).sum().backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for n, p in model.named_parameters():
+        if n in ref:
+            torch.testing.assert_close(p.grad, ref[n], rtol=1e-4, atol=1e-6)
+
+
+def test_too_small_input_names_model_and_size(tiny_models):
+    with pytest.raises(ValueError, match=r'flatten_pvt_t .*at least 32x32.*got 31x64'):
+        tiny_models['flatten_pvt_t'](torch.randn(1, 3, 31, 64))
+    tiny_models['flatten_pvt_t'](torch.randn(1, 3, 32, 35))  # the smallest size works
+
+
+@pytest.mark.parametrize('name', TINY)
+def test_official_checkpoint_loads_strictly(name, tiny_models, tmp_path):
+    source = tiny_models[name]
+    path = tmp_path / f'{name}.pth'
+    save_official_checkpoint(path, source.state_dict(), model_type=name.replace('_t', '_tiny'))
+    assert 'yacs' not in sys.modules
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert 'yacs' not in sys.modules  # nothing was imported to read the config
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+    # features_only and another class count load from the same file
+    feats = timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay=dict(file=str(path)))
+    with torch.no_grad():
+        torch.testing.assert_close(feats(x)[-1], source.forward_features(x))
+    ten = timm.create_model(name, pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path)))
+    torch.testing.assert_close(ten.block2[1].mlp.fc1.weight, source.block2[1].mlp.fc1.weight)
+
+
+def test_wrong_keys_and_shapes_are_named(tiny_models, tmp_path):
+    model = tiny_models['agent_pvt_t']
+    sd = dict(model.state_dict())
+    sd['block1.0.attn.qkv.weight'] = sd.pop('block1.0.attn.q.weight')
+    with pytest.raises(CheckpointError, match=r'missing keys: block1\.0\.attn\.q\.weight.*'
+                                              r'unexpected keys: block1\.0\.attn\.qkv\.weight'):
+        checkpoint_filter_fn(sd, model)
+
+    sd = dict(model.state_dict())
+    sd['block2.1.mlp.fc1.weight'] = torch.zeros(10, 128)
+    path = tmp_path / 'bad.pth'
+    save_official_checkpoint(path, sd, model_type='agent_pvt_tiny')
+    with pytest.raises(CheckpointError, match=r'shape mismatch: block2\.1\.mlp\.fc1\.weight \(10, 128\) vs model '
+                                              r'\(1024, 128\)'):
+        timm.create_model('agent_pvt_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+    # a FLatten file does not fit an Agent model: the error names the keys, not a pickle or shape trace
+    with pytest.raises(CheckpointError, match=r'unexpected keys: .*(positional_encoding|scale|norm)'):
+        checkpoint_filter_fn(tiny_models['flatten_pvt_t'].state_dict(), model)
+
+
+def test_resolution_change_at_load_matches_live_resize(tiny_models):
+    """A 224 checkpoint loaded into a 256 model gives the same outputs as the 224 model run at 256."""
+    for name in TINY:
+        source = tiny_models[name]
+        model = timm.create_model(name, img_size=256).eval()
+        sd = checkpoint_filter_fn({'model': source.state_dict()}, model)  # whole-file layout accepted too
+        model.load_state_dict(sd, strict=True)
+        torch.testing.assert_close(sd['pos_embed1'], resize_tokens_grid(source.pos_embed1, (56, 56), (64, 64)))
+        if name.startswith('agent'):
+            assert sd['block1.1.attn.ha_bias'].shape == (1, 1, 64, 1, 9)
+            torch.testing.assert_close(sd['block2.0.attn.aw_bias'], resize_axis(source.block2[0].attn.aw_bias, 4, 32))
+        else:
+            assert sd['block1.0.attn.positional_encoding'].shape == (1, 64 * 64, 64)
+        x = torch.randn(1, 3, 256, 256)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), source(x), rtol=1e-4, atol=1e-5)
