@@ -1,0 +1,11 @@
+# Agent-CSwin-S on ImageNet-1k with the official recipe:
+# LeapLabTHU/Agent-Attention agent_transformer/cfgs/agent_cswin_s.yaml
+# 128 images a GPU on 8 GPUs; the lr follows the global batch (auto_scale_lr: 5e-4 per 512 images).
+_base_ = [
+    '../_base_/models/timm_classifier.py',
+    '../_base_/datasets/imagenet.py',
+    '../_base_/schedules/cls_cswin_300e.py',
+    '../_base_/cls_runtime.py',
+]
+model = dict(model_name='agent_cswin_s', drop_path_rate=0.4)
+train_dataloader = dict(batch_size=128)

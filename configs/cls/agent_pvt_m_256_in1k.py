@@ -1,0 +1,15 @@
+# Agent-PVT-M at 256x256 (from scratch) on ImageNet-1k with the official recipe:
+# LeapLabTHU/Agent-Attention agent_transformer/cfgs/agent_pvt_m_256.yaml
+# 64 images a GPU on 8 GPUs; the lr follows the global batch (auto_scale_lr: 5e-4 per 512 images).
+_base_ = [
+    '../_base_/models/timm_classifier.py',
+    '../_base_/datasets/imagenet.py',
+    '../_base_/schedules/cls_pvt_300e.py',
+    '../_base_/cls_runtime.py',
+]
+model = dict(model_name='agent_pvt_m_256', drop_path_rate=0.3)
+train_dataloader = dict(batch_size=64, dataset=dict(pipeline=dict(input_size=256)))
+# evaluation at 256 (resize to 256/0.875, center crop)
+val_dataloader = dict(dataset=dict(pipeline=dict(input_size=256)))
+test_dataloader = val_dataloader
+optim_wrapper = dict(clip_grad=dict(max_norm=1.0))

@@ -1,0 +1,180 @@
+"""What tools/train.py and tools/test.py share: config handling, scope, launcher, one-line user errors.
+
+One driver for every task: the config's ``default_scope`` says which library builds it ('mmdet', 'mmseg', or
+'linattn_vision' for ImageNet classification, which needs only mmengine + timm). Nothing here imports mmdet or mmseg
+unless the config's scope is theirs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import os.path as osp
+import sys
+from typing import Iterator, Sequence
+
+from .checkpoint import trusted_checkpoint_loading  # noqa: F401  (the drivers wrap runner.train/test in it)
+
+CLASSIFICATION_SCOPE = 'linattn_vision'
+DENSE_SCOPES = ('mmdet', 'mmseg')
+
+
+def load_config(config: str, cfg_options: dict | None = None, launcher: str = 'none', work_dir: str | None = None):
+    """Read ``config``, apply ``--cfg-options``, set launcher and work_dir (default ``work_dirs/<config name>``)."""
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def config_scope(cfg) -> str:
+    return cfg.get('default_scope') or 'mmengine'
+
+
+def enable_amp(cfg) -> None:
+    """Turn the config's OptimWrapper into mmengine's AmpOptimWrapper with a dynamic loss scale."""
+    from mmengine.logging import print_log
+    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper_type == 'AmpOptimWrapper':
+        print_log('AMP training is already enabled in the config.', logger='current')
+        return
+    if wrapper_type != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper or AmpOptimWrapper, the config has '
+                         f'{wrapper_type!r}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def apply_resume(cfg, resume: str | None) -> None:
+    """``--resume``: 'auto' continues from the work_dir's latest checkpoint, a path from that file."""
+    if resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume checkpoint not found: {resume}')
+        cfg.resume = True
+        cfg.load_from = resume
+
+
+def check_data(cfg, loaders: Sequence[str]) -> None:
+    """Fail early, in one line, on a missing data root or a broken annotation file of the given dataloaders."""
+    from .errors import check_coco_annotation, check_dataset_cfg
+    for loader in loaders:
+        loader_cfg = cfg.get(f'{loader}_dataloader')
+        if not loader_cfg or cfg.get(f'{loader}_cfg', {}) is None:
+            continue
+        check_dataset_cfg(loader_cfg.get('dataset'))
+        metrics = cfg.get(f'{loader}_evaluator')
+        for metric in metrics if isinstance(metrics, (list, tuple)) else [metrics]:
+            ann_file = metric.get('ann_file') if hasattr(metric, 'get') else None
+            if ann_file:
+                check_coco_annotation(ann_file)
+
+
+def check_inputs(cfg, loaders: Sequence[str]) -> None:
+    """One-line failures before anything is built: unknown backbone type, missing data, broken annotations."""
+    from .errors import check_backbone_cfg
+    if config_scope(cfg) in DENSE_SCOPES:
+        check_backbone_cfg(cfg)
+    check_data(cfg, loaders)
+
+
+def enable_visualization(cfg, scope: str, show: bool, show_dir: str | None, wait_time: float) -> None:
+    """``--show`` / ``--show-dir`` for detection and segmentation: switch on the config's visualization hook, as
+    mmdet's and mmseg's own tools/test.py do (mmdet saves under ``work_dir/<timestamp>/<show_dir>``, mmseg under the
+    visualizer's ``save_dir``)."""
+    if scope not in DENSE_SCOPES:
+        raise ValueError(f'--show / --show-dir draw detection and segmentation results; config scope is {scope!r}')
+    hook = (cfg.get('default_hooks') or {}).get('visualization')
+    if hook is None:
+        raise ValueError('--show / --show-dir need a visualization hook in default_hooks, e.g. '
+                         f'visualization=dict(type=\'{"DetVisualizationHook" if scope == "mmdet" else "SegVisualizationHook"}\')')
+    hook['draw'] = True
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        if scope == 'mmdet':
+            hook['test_out_dir'] = show_dir
+        else:
+            cfg.visualizer['save_dir'] = show_dir
+
+
+def add_dump_metric(runner, scope: str, out: str) -> None:
+    """``--out``: pickle the predictions next to the metrics (mmdet's DumpDetResults, mmengine's DumpResults)."""
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl or .pickle file, got {out}')
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+    else:
+        from mmengine.evaluator import DumpResults
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
+
+
+def prepare_distributed(cfg) -> None:
+    """Make ``--launcher pytorch`` work on CPU-only machines too (gloo, DDP without device ids).
+
+    mmengine's init_dist always calls ``torch.cuda.set_device`` and its default DDP wrapper passes the local rank as
+    a CUDA device id; without CUDA the process group is started here (mmengine then skips its own init) and DDP is
+    built for CPU modules.
+    """
+    import torch
+    import torch.distributed as dist
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        if cfg.launcher == 'pytorch':
+            dist.init_process_group(backend='gloo')
+        else:
+            raise RuntimeError(f'--launcher {cfg.launcher} needs CUDA on this machine; use --launcher pytorch '
+                               f'(torchrun) for CPU runs')
+    env_cfg = cfg.get('env_cfg') or {}
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    cfg.env_cfg = env_cfg
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+
+
+def build_runner(cfg):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def _is_registry_miss(error: BaseException) -> bool:
+    return isinstance(error, KeyError) and 'registry' in str(error)
+
+
+@contextlib.contextmanager
+def user_errors_as_one_line(prog: str) -> Iterator[None]:
+    """Bad input (missing files, checkpoints that do not fit, unknown types) ends the run with one line on stderr
+    and exit status 2 instead of a traceback; anything else (a bug) keeps its traceback."""
+    from ..checkpoint import CheckpointError
+    from .errors import USER_ERRORS
+    try:
+        yield
+    except (*USER_ERRORS, CheckpointError, FileNotFoundError, NotADirectoryError, KeyError) as e:
+        if isinstance(e, KeyError) and not (isinstance(e, USER_ERRORS) or _is_registry_miss(e)):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f'{prog}: error: {" ".join(str(message).split())}', file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def set_local_rank(local_rank: int) -> None:
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)

@@ -1,0 +1,66 @@
+"""Train a classifier, detector or segmentor from an mmengine config (mmdet's CLI).
+
+    python tools/train.py configs/cls/flatten_swin_t_in1k.py [--work-dir DIR] [--amp] [--resume [CKPT]]
+        [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+
+The config's ``default_scope`` picks the library: 'mmdet', 'mmseg', or 'linattn_vision' (ImageNet classification,
+mmengine + timm only). Checkpoints of this project load under torch's ``weights_only`` default through an explicit
+allowlist (linattn_vision.mm.checkpoint), so ``--resume`` and ``load_from`` work with torch >= 2.6.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+from linattn_vision.mm import launch
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model from an mmengine config')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--amp', action='store_true', default=False, help='enable automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the global batch size (auto_scale_lr in the config)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from this checkpoint; without a path, from the latest one in the work_dir')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs, e.g. train_dataloader.batch_size=64')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    launch.set_local_rank(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    """Run the training; returns the finished Runner (handy when called from Python)."""
+    args = parse_args(argv)
+    with launch.user_errors_as_one_line('train.py'):
+        cfg = launch.load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+        scope = launch.config_scope(cfg)
+        if scope == 'mmdet':
+            from mmdet.utils import setup_cache_size_limit_of_dynamo
+            setup_cache_size_limit_of_dynamo()
+        if args.amp:
+            launch.enable_amp(cfg)
+        if args.auto_scale_lr:
+            if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+                raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            cfg.auto_scale_lr.enable = True
+        launch.apply_resume(cfg, args.resume)
+        launch.check_inputs(cfg, loaders=('train', 'val'))
+        launch.prepare_distributed(cfg)
+        runner = launch.build_runner(cfg)
+        with launch.trusted_checkpoint_loading():
+            runner.train()
+    return runner
+
+
+if __name__ == '__main__':
+    main()
