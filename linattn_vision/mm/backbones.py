@@ -139,19 +139,22 @@ class LinAttnBackbone(BaseModule):
 
     # ---- freezing -------------------------------------------------------------------------------------------------
     def _stage_of(self, name: str) -> int | None:
-        """Stage index of a parameter / module name of the timm model; None for the stem (patch embedding etc.).
+        """Stage index of a parameter / module name of the timm model; None for the stem.
 
-        Inside a stage module (``feature_info`` names it) is that stage. Outside, a top-level name with the stage
-        modules' numbering belongs to that stage: PVT's ``patch_embed2`` / ``pos_embed2`` go with ``block2``,
-        CSWin's ``merge1`` (the downsampling after stage 1) with ``stage1``, as mmdet's Swin counts downsamplings.
+        Inside a stage module (``feature_info`` names it) is that stage. Outside, a top-level name numbered like
+        the stage modules belongs to that stage (PVT's ``patch_embed2`` / ``pos_embed2`` go with ``block2``,
+        CSWin's ``merge1``, the downsampling after stage 1, with ``stage1`` as mmdet's Swin counts it), except
+        the first stage's embeddings (``patch_embed1``, ``pos_embed1``), which are the stem.
         """
         for i, prefix in enumerate(self.stage_modules):
             if name == prefix or name.startswith(prefix + '.'):
                 return i
         numbered = re.fullmatch(r'\D+?(\d+)', self.stage_modules[0])
-        top = re.fullmatch(r'\D+?(\d+)', name.split('.')[0])
+        top = re.fullmatch(r'(\D+?)(\d+)', name.split('.')[0])
         if numbered and top:
-            index = int(top.group(1)) - int(numbered.group(1))
+            index = int(top.group(2)) - int(numbered.group(1))
+            if index == 0 and 'embed' in top.group(1):
+                return None
             if 0 <= index < len(self.stage_modules):
                 return index
         return None
@@ -300,7 +303,8 @@ class _FamilyBackbone(LinAttnBackbone):
     def __init__(self, arch: str = 't', **kwargs):
         name = f'{self.model_prefix}_{arch}'
         if not timm.is_model(name):
-            known = sorted(n[len(self.model_prefix) + 1:] for n in timm.list_models(self.model_prefix + '_*'))
+            known = sorted(n[len(self.model_prefix) + 1:] for n in timm.list_models(self.model_prefix + '_*')
+                           if not n.startswith(self.model_prefix + '_v2_'))  # PVT v2 is a family of its own
             raise UnknownBackboneError(f'{type(self).__name__}: unknown arch {arch!r} (timm model {name} is not '
                                        f'registered; known archs: {", ".join(known) or "none"})')
         self.arch = arch
@@ -308,12 +312,10 @@ class _FamilyBackbone(LinAttnBackbone):
 
 
 class _SwinLike(_FamilyBackbone):
-    any_size_kwargs = dict(strict_img_size=False)
     default_out_norm = dict(type='LN')
 
 
 class _PVTLike(_FamilyBackbone):
-    any_size_kwargs = {}
     default_out_norm = None  # as the official Agent-PVT downstream backbone: stage outputs go to the neck as is
 
 

@@ -16,9 +16,16 @@ from linattn_vision.mm.errors import UnknownBackboneError
 
 # small variants: one block a stage, narrow stages (heads divide the widths)
 TINY_PVT = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 40, 64))
-TINY = {
-    'FLattenPVT': TINY_PVT,
-    'AgentPVT': TINY_PVT,
+TINY_SWIN = dict(depths=(1, 1, 1, 1), embed_dim=16, num_heads=(1, 2, 4, 8))
+TINY_CSWIN = dict(depth=(1, 1, 1, 1), embed_dim=16, num_heads=(2, 2, 4, 8))
+TINY = {  # type: (arch, model kwargs)
+    'FLattenPVT': ('t', TINY_PVT),
+    'AgentPVT': ('t', TINY_PVT),
+    'FLattenPVTv2': ('b0', dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 40, 64))),
+    'FLattenSwin': ('t', TINY_SWIN),
+    'AgentSwin': ('t', TINY_SWIN),
+    'FLattenCSWin': ('t', TINY_CSWIN),
+    'AgentCSWin': ('t', TINY_CSWIN),
 }
 
 
@@ -29,15 +36,24 @@ def build(type_name, **kwargs):
 
 @pytest.mark.parametrize('type_name', sorted(TINY))
 def test_nchw_features_at_any_input_size(type_name):
-    model = build(type_name, arch='t', model_kwargs=TINY[type_name]).eval()
-    x = torch.randn(2, 3, 96, 160)  # not the 224 the position tables are defined for, not square
+    arch, kwargs = TINY[type_name]
+    model = build(type_name, arch=arch, model_kwargs=kwargs).eval()
+    # detection-like input: no multiple of any window or of the 224 the position tables are defined for
+    x = torch.randn(2, 3, 100, 164)
     with torch.no_grad():
         feats = model(x)
     assert isinstance(feats, tuple) and len(feats) == 4
     for feat, channels, stride in zip(feats, model.out_channels, model.out_strides):
-        assert feat.shape == (2, channels, 96 // stride, 160 // stride)
+        assert feat.shape[:2] == (2, channels)
+        # conv patch embeddings floor odd sizes (PVT), padding ones round up (Swin, CSWin)
+        assert feat.shape[2] in (100 // stride, -(-100 // stride)) and feat.shape[3] in (164 // stride, -(-164 // stride))
         assert torch.isfinite(feat).all()
-    assert model.out_channels == list(TINY[type_name]['embed_dims'])
+    assert model.out_strides == [4, 8, 16, 32]
+    # position parameters are resized on the fly for the live grid, never re-initialised or overwritten
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
 def test_out_indices_select_and_norm_outputs():
@@ -114,7 +130,7 @@ def _save_official(path, state_dict):
 
     class CfgNode(dict):
         pass
-    CfgNode.__module__ = 'yacs.config'
+    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
     yacs_config.CfgNode = CfgNode
     sys.modules.update({'yacs': yacs, 'yacs.config': yacs_config})
     try:

@@ -1,0 +1,91 @@
+"""tools/get_flops.py and tools/benchmark.py on shrunk versions of the shipped det / seg configs (CPU, in-process)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.mm
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_PVT = "dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 40, 64))"
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_retinanet(tmp_path):
+    path = tmp_path / 'retinanet_tiny.py'
+    path.write_text(f"""
+_base_ = '{REPO}/configs/det/retinanet_agent-pvt-t_fpn_1x_coco.py'
+model = dict(
+    backbone=dict(model_kwargs={TINY_PVT}),
+    neck=dict(in_channels=[16, 32, 40, 64], out_channels=32),
+    bbox_head=dict(in_channels=32, feat_channels=32, stacked_convs=1))
+""")
+    return path
+
+
+def tiny_semantic_fpn(tmp_path):
+    path = tmp_path / 'fpn_tiny.py'
+    path.write_text(f"""
+_base_ = '{REPO}/configs/seg/fpn_flatten-pvt-t_80k_ade20k-512x512.py'
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    backbone=dict(model_kwargs={TINY_PVT}),
+    neck=dict(in_channels=[16, 32, 40, 64], out_channels=16),
+    decode_head=dict(in_channels=[16, 16, 16, 16], channels=16, norm_cfg=norm_cfg))
+""")
+    return path
+
+
+def test_get_flops_backbone_and_whole_model(tmp_path, capsys):
+    get_flops = load_tool('get_flops')
+    out = tmp_path / 'flops.json'
+    assert get_flops.main([str(tiny_retinanet(tmp_path)), '--shape', '64', '96', '--out', str(out)]) == 0
+    result = json.loads(out.read_text())
+    backbone, model = result['backbone'], result['model']
+    assert result['shape'] == [64, 96]
+    assert 0 < backbone['gflops'] < model['gflops']
+    assert 0 < backbone['params_m'] < model['params_m']
+    assert 'GFLOPs' in capsys.readouterr().out
+
+
+def test_get_flops_counts_attention():
+    """scaled_dot_product_attention is counted: q k^T and attn v, one MAC per multiply-add."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    get_flops = load_tool('get_flops')
+
+    class Attend(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 5)
+    flops, params = get_flops.count(Attend(), (q, k, v))
+    assert flops == 2 * 3 * 10 * 7 * (8 + 5) and params == 0
+
+
+def test_benchmark_reports_images_per_second(tmp_path, capsys):
+    benchmark = load_tool('benchmark')
+    out = tmp_path / 'bench.json'
+    config = tiny_semantic_fpn(tmp_path)
+    assert benchmark.main([str(config), '--device', 'cpu', '--iters', '2', '--warmup', '1', '--shape', '64', '96',
+                           '--out', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result['images_per_s'] > 0 and result['peak_mem_mib'] > 0 and result['shape'] == [64, 96]
+    assert 'images/s' in capsys.readouterr().out
+
+
+def test_benchmark_test_size_follows_the_config():
+    from mmengine.config import Config
+    benchmark = load_tool('benchmark')
+    det = Config.fromfile(REPO / 'configs/det/mask-rcnn_flatten-swin-t_fpn_1x_coco.py')
+    seg = Config.fromfile(REPO / 'configs/seg/upernet_flatten-swin-t_160k_ade20k-512x512.py')
+    assert benchmark.test_size(det) == (800, 1067)  # a 4:3 COCO image under Resize(1333, 800)
+    assert benchmark.test_size(seg) == (512, 683)
