@@ -83,7 +83,7 @@ class WindowAttention(nn.Module):
         self.window_size = to_hw(window_size)
         wh, ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
-        self.register_buffer('relative_position_index', relative_position_index(self.window_size), persistent=False)
+        self._index_cache: Dict[tuple, torch.Tensor] = {}  # no buffer: models built on 'meta' stay valid
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -92,10 +92,10 @@ class WindowAttention(nn.Module):
 
     def relative_position_bias(self, window: Tuple[int, int]) -> torch.Tensor:
         """(1, heads, N, N) bias for a (wh, ww) window."""
-        if window == self.window_size:
-            index = self.relative_position_index
-        else:
-            index = relative_position_index(window, self.window_size).to(self.relative_position_index.device)
+        device = self.relative_position_bias_table.device
+        index = self._index_cache.get((window, device))
+        if index is None:
+            index = self._index_cache[(window, device)] = relative_position_index(window, self.window_size).to(device)
         n = window[0] * window[1]
         bias = self.relative_position_bias_table[index.reshape(-1)].reshape(n, n, self.num_heads)
         return bias.permute(2, 0, 1).unsqueeze(0)

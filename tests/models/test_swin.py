@@ -1,0 +1,254 @@
+"""FLatten / Agent Swin: variants, timm API, official checkpoints, any input size."""
+import sys
+import types
+
+import pytest
+import timm
+import torch
+from timm.optim import create_optimizer_v2
+
+import linattn_vision  # noqa: F401  (registers the models)
+from linattn_vision.checkpoint import CheckpointError
+from linattn_vision.layers import relative_position_index, resize_axis, resize_rel_pos_table, resize_tokens_grid
+from linattn_vision.models.swin import SwinTransformer, checkpoint_filter_fn
+
+# published param counts (M): FLatten README/paper (Swin-T/S/B), Agent-Attention README (T 29, S 50, B 88, S-288 50,
+# B-384 88); FLatten-Swin-B-384 has no published count: its larger positional encodings and window-12 tables
+# follow from the official 384 config.
+PARAMS_M = {
+    'flatten_swin_t': 29.2, 'flatten_swin_s': 50.5, 'flatten_swin_b': 89.0, 'flatten_swin_b_384': 91.4,
+    'agent_swin_t': 28.9, 'agent_swin_s': 49.7, 'agent_swin_b': 88.1, 'agent_swin_s_288': 49.7,
+    'agent_swin_b_384': 88.3,
+}
+# small models of the two families for the API tests: stage grids 16, 8, 4, 2 at 64; window 2 so stage 3
+# has shifted windows
+TINY = dict(img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=2)
+
+
+def _params_m(model):
+    return round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+
+
+@pytest.mark.parametrize('name', sorted(PARAMS_M))
+def test_variant_builds_with_official_param_count(name):
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    assert _params_m(model) == PARAMS_M[name]
+
+
+def test_variants_follow_official_configs():
+    with torch.device('meta'):
+        flat = timm.create_model('flatten_swin_b_384')
+        agent_b = timm.create_model('agent_swin_b')
+        agent_t = timm.create_model('agent_swin_t')
+    assert [b.attn_type for b in flat.layers[0].blocks] == ['flatten'] * 2
+    assert flat.layers[0].blocks[0].attn.grid_size == (96, 96)  # whole 384 map
+    assert [(b.window_size, b.shift_size) for b in flat.layers[2].blocks[:2]] == [(12, 0), (12, 6)]
+    stage3 = [b.attn_type for b in agent_b.layers[2].blocks]
+    assert stage3 == ['agent'] * 2 + ['window'] * 16  # AAMB2
+    assert [b.attn.agent_num for b in agent_t.layers[2].blocks] == [49] * 6
+    assert agent_t.layers[0].blocks[0].attn.agent_num == 9 and agent_t.layers[3].blocks[0].attn_type == 'window'
+
+
+@pytest.mark.parametrize('name', ['flatten_swin_t', 'agent_swin_t'])
+@pytest.mark.parametrize('size', [(224, 224), (192, 256)])
+def test_forward_backward(name, size):
+    model = timm.create_model(name)
+    out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+    out.logsumexp(-1).sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad[:5]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['flatten_swin_s', 'flatten_swin_b', 'flatten_swin_b_384', 'agent_swin_s',
+                                  'agent_swin_b', 'agent_swin_s_288', 'agent_swin_b_384'])
+def test_larger_variants_forward_small_input(name):
+    with torch.device('meta'):  # skip the slow trunc-normal init of ~90M weights
+        model = timm.create_model(name).eval()
+    model.to_empty(device='cpu')
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('name', ['flatten_swin_t', 'agent_swin_t'])
+def test_features_only_and_forward_intermediates(name):
+    model = timm.create_model(name, **TINY).eval()
+    feats = timm.create_model(name, features_only=True, **TINY).eval()
+    missing, unexpected = feats.model.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and all(k.startswith(('norm.', 'head.')) for k in unexpected)
+    assert feats.feature_info.channels() == [16, 32, 64, 128]
+    assert feats.feature_info.reduction() == [4, 8, 16, 32]
+    x = torch.randn(2, 3, 80, 112)
+    with torch.no_grad():
+        outs = feats(x)
+        inter = model.forward_intermediates(x, intermediates_only=True)
+        final, inter2 = model.forward_intermediates(x)
+    assert [tuple(o.shape) for o in outs] == [(2, 16, 20, 28), (2, 32, 10, 14), (2, 64, 5, 7), (2, 128, 3, 4)]
+    for a, b, c in zip(outs, inter, inter2):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)
+    torch.testing.assert_close(final, model.forward_features(x))
+
+
+def test_features_only_out_indices_prunes():
+    feats = timm.create_model('agent_swin_t', features_only=True, out_indices=(1, 2), **TINY)
+    assert len(feats.model.layers) == 3 and feats.model.layers[-1].downsample is None
+    outs = feats(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 64]
+
+
+def test_timm_api():
+    model = timm.create_model('flatten_swin_t', **TINY)
+    x = torch.randn(2, 3, 64, 64)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 2, 2, 128)  # NHWC, as timm's swin
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 128)
+    model.reset_classifier(10)
+    assert model(x).shape == (2, 10) and model.get_classifier().out_features == 10
+    model.reset_classifier(0, '')
+    assert model(x).shape == (2, 2, 2, 128)
+    nwd = model.no_weight_decay()
+    assert nwd and all(n.endswith('relative_position_bias_table') for n in nwd)
+    opt = create_optimizer_v2(model, 'adamw', lr=1e-3, weight_decay=0.05, layer_decay=0.9)  # uses group_matcher
+    assert len(opt.param_groups) > 4
+
+
+def test_grad_checkpointing_same_result():
+    torch.manual_seed(0)
+    model = timm.create_model('agent_swin_t', **TINY).eval()
+    x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    ref = model(x)
+    model.set_grad_checkpointing(True)
+    out = model(x)
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
+    assert x.grad is not None
+
+
+def _fake_yacs():
+    """A stand-in `yacs.config.CfgNode` (a dict subclass, as the real one) for pickling an official-layout file."""
+    yacs, config = types.ModuleType('yacs'), types.ModuleType('yacs.config')
+    node = type('CfgNode', (dict,), {'__module__': 'yacs.config'})
+    config.CfgNode, yacs.config = node, config
+    return yacs, config
+
+
+def _save_official(tmp_path, model, name='ckpt.pth', edit=None):
+    """Save ``model`` as an official release file: {'model', 'optimizer', 'config' (yacs), 'epoch'}, with the
+    official buffers (relative_position_index, attn_mask) in the state dict."""
+    state = dict(model.state_dict())
+    for stage_idx, stage in enumerate(model.layers):
+        for blk_idx, blk in enumerate(stage.blocks):
+            prefix = f'layers.{stage_idx}.blocks.{blk_idx}.'
+            if blk.attn_type == 'window':
+                state[prefix + 'attn.relative_position_index'] = relative_position_index(blk.attn.window_size)
+                H = W = 64 // 4 // 2 ** stage_idx
+                window, shift = blk.window_and_shift(H, W)
+                if any(shift):
+                    state[prefix + 'attn_mask'] = blk.shift_mask(H, W, window, shift, torch.device('cpu'))
+    if edit:
+        edit(state)
+    yacs, config = _fake_yacs()
+    sys.modules['yacs'], sys.modules['yacs.config'] = yacs, config
+    try:
+        cfg = config.CfgNode(MODEL=config.CfgNode(NAME='x', DROP_PATH_RATE=0.2))
+        path = tmp_path / name
+        torch.save({'model': state, 'optimizer': {'state': {}}, 'config': cfg, 'epoch': 299}, path)
+    finally:  # loading must not need yacs
+        del sys.modules['yacs'], sys.modules['yacs.config']
+    return path, state
+
+
+@pytest.mark.parametrize('name', ['flatten_swin_t', 'agent_swin_t'])
+def test_official_layout_checkpoint_loads_strictly_with_identical_outputs(tmp_path, name):
+    src = timm.create_model(name, **TINY).eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # zeros-initialised scale / positional encodings get values too
+    path, state = _save_official(tmp_path, src)
+    assert any(k.endswith('relative_position_index') for k in state)
+    assert any(k.endswith('attn_mask') for k in state) == (name == 'flatten_swin_t')  # agent-T: no shifted stage
+    assert 'yacs' not in sys.modules
+    dst = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+    # the filter also takes the raw release dict
+    filtered = checkpoint_filter_fn({'model': state, 'epoch': 1}, dst)
+    assert set(filtered) == set(dst.state_dict())
+
+
+@pytest.mark.parametrize('edit, expected', [
+    (lambda s: s.pop('layers.1.blocks.0.attn.qkv.weight'), 'missing keys: layers.1.blocks.0.attn.qkv.weight'),
+    (lambda s: s.__setitem__('layers.0.blocks.0.attn.qkv_renamed', s.pop('layers.0.blocks.0.attn.qkv.weight')),
+     'unexpected keys: layers.0.blocks.0.attn.qkv_renamed'),
+    (lambda s: s.__setitem__('layers.2.blocks.0.mlp.fc1.weight', torch.zeros(3, 3)),
+     r'shape mismatch: layers.2.blocks.0.mlp.fc1.weight \(3, 3\)'),
+])
+def test_bad_checkpoint_names_first_offending_keys(tmp_path, edit, expected):
+    src = timm.create_model('agent_swin_t', **TINY)
+    path, _ = _save_official(tmp_path, src, edit=edit)
+    with pytest.raises(CheckpointError, match=expected):
+        timm.create_model('agent_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY)
+
+
+def test_checkpoint_resized_to_another_resolution(tmp_path):
+    src = timm.create_model('agent_swin_t', **TINY)
+    path, state = _save_official(tmp_path, src)
+    big = dict(TINY, img_size=96, window_size=3)
+    dst = timm.create_model('agent_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **big)
+    got = dst.state_dict()
+    torch.testing.assert_close(got['layers.0.blocks.0.attn.ah_bias'],
+                               resize_axis(state['layers.0.blocks.0.attn.ah_bias'], 3, 24))
+    torch.testing.assert_close(got['layers.3.blocks.0.attn.relative_position_bias_table'],
+                               resize_rel_pos_table(state['layers.3.blocks.0.attn.relative_position_bias_table'],
+                                                    (2, 2), (3, 3)))
+    flat_src = timm.create_model('flatten_swin_t', **TINY)
+    flat_path, flat_state = _save_official(tmp_path, flat_src, name='flat.pth')
+    flat = timm.create_model('flatten_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(flat_path)), **big)
+    torch.testing.assert_close(flat.state_dict()['layers.1.blocks.1.attn.positional_encoding'],
+                               resize_tokens_grid(flat_state['layers.1.blocks.1.attn.positional_encoding'],
+                                                  (8, 8), (12, 12)))
+    assert flat(torch.randn(1, 3, 96, 96)).shape == (1, 1000)
+
+
+def test_new_classifier_with_pretrained_body(tmp_path):
+    path, _ = _save_official(tmp_path, timm.create_model('flatten_swin_t', **TINY))
+    model = timm.create_model('flatten_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                              num_classes=7, **TINY)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+
+
+@pytest.mark.parametrize('size', [(4, 4), (37, 61), (100, 60)])
+def test_any_input_size(size):
+    model = timm.create_model('agent_swin_t', **dict(TINY, window_size=3)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, *size)).shape == (1, 1000)
+
+
+def test_too_small_input_is_a_clear_error():
+    model = timm.create_model('flatten_swin_t', **TINY)
+    with pytest.raises(ValueError, match='flatten_swin_t takes inputs of at least 4x4 pixels; got 3x64'):
+        model(torch.randn(1, 3, 3, 64))
+
+
+def test_windows_follow_the_grid():
+    blk = timm.create_model('flatten_swin_t', **TINY).layers[2].blocks[1]  # window 2, shift 1
+    assert blk.window_and_shift(4, 4) == ((2, 2), (1, 1))
+    assert blk.window_and_shift(2, 5) == ((2, 2), (0, 1))  # an axis no larger than the window is not shifted
+    assert blk.window_and_shift(1, 1) == ((1, 1), (0, 0))
+    x = torch.randn(1, 5, 3, 64)
+    assert blk(x).shape == x.shape  # padded to whole windows and cropped back
+
+
+def test_bad_attention_spec_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown attention type 'softmax'"):
+        SwinTransformer(attn_types=('flatten', 'softmax', 'window', 'window'), **TINY)
+    with pytest.raises(ValueError, match='stage 1: 3 attention types for 2 blocks'):
+        SwinTransformer(attn_types=('flatten', ('agent',) * 3, 'window', 'window'), **TINY)
