@@ -26,7 +26,8 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import linattn_vision  # noqa: F401  (registers the timm models)
-from ..checkpoint import CheckpointError, extract_state_dict, load_file
+from ..checkpoint import CheckpointError, extract_state_dict
+from .checkpoint import load_trusted_checkpoint
 from .errors import UnknownBackboneError
 
 __all__ = [
@@ -208,18 +209,6 @@ class LinAttnBackbone(BaseModule):
         self._is_init = True
 
 
-def _read_checkpoint(path: str, map_location) -> Any:
-    """Load a checkpoint without running code; mmengine run files need their logging classes allow-listed."""
-    try:
-        return load_file(path, map_location=map_location)
-    except CheckpointError:
-        try:
-            from .checkpoint import load_trusted_checkpoint  # the drivers' loader for mmengine run files
-        except ImportError:
-            raise
-        return load_trusted_checkpoint(path, map_location=map_location)
-
-
 def _model_filter_fn(model: nn.Module):
     module = importlib.import_module(type(model).__module__)
     return getattr(module, 'checkpoint_filter_fn', None)
@@ -231,7 +220,7 @@ def load_backbone_checkpoint(backbone: LinAttnBackbone, path: str, prefix: str |
 
     Returns the key report: ``loaded``, ``missing`` (left as initialised), ``skipped`` (classifier-only keys).
     """
-    checkpoint = _read_checkpoint(path, map_location)
+    checkpoint = load_trusted_checkpoint(path, map_location=map_location)
     raw = checkpoint.get('state_dict', checkpoint.get('model', checkpoint)) if isinstance(checkpoint, Mapping) else None
     if prefix is None and isinstance(raw, Mapping) and any(k.startswith('backbone.') for k in raw) \
             and not all(k.startswith('backbone.') for k in raw):

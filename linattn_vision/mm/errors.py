@@ -1,7 +1,8 @@
 """Exceptions for bad user input in the OpenMMLab glue.
 
-The drivers (tools/train.py, tools/test.py, ...) catch ``USER_ERRORS`` and print the message as one line instead of a
-traceback: every message names the file, key or type at fault.
+The drivers (tools/train.py, tools/test.py through linattn_vision.mm.launch) run the checks below before building a
+runner, catch ``USER_ERRORS`` and print the message as one line instead of a traceback: every message names the
+file, key or type at fault.
 """
 from __future__ import annotations
 
@@ -88,22 +89,6 @@ def check_dataset_cfg(dataset_cfg) -> None:
             raise DataRootError(f'annotation file not found: {ann_file}')
 
 
-def check_data_cfg(cfg, phase: str = 'train') -> None:
-    """Check every dataset a run touches: 'train' checks the train and val data, 'test' the test data."""
-    if phase not in ('train', 'test'):
-        raise ValueError(f"phase must be 'train' or 'test', got {phase!r}")
-    loaders = ('train_dataloader', 'val_dataloader') if phase == 'train' else ('test_dataloader',)
-    for loader in loaders:
-        loader_cfg = cfg.get(loader)
-        if loader_cfg:
-            check_dataset_cfg(loader_cfg.get('dataset'))
-        metrics = cfg.get(loader.replace('dataloader', 'evaluator')) if loader_cfg else None
-        for metric in (metrics if isinstance(metrics, (list, tuple)) else [metrics]) if metrics else []:
-            ann_file = metric.get('ann_file') if hasattr(metric, 'get') else None
-            if ann_file:
-                check_coco_annotation(ann_file)
-
-
 def check_backbone_cfg(cfg) -> None:
     """Fail with one line when ``model.backbone.type`` names no registered backbone in the config's scope."""
     backbone = (cfg.get('model') or {}).get('backbone')
@@ -117,12 +102,3 @@ def check_backbone_cfg(cfg) -> None:
             raise UnknownBackboneError(
                 f'unknown backbone type {backbone["type"]!r} (model.backbone.type, registry scope {scope!r}); '
                 f'FLatten / Agent backbones: {ours or "none registered - is linattn_vision.mm.backbones in custom_imports?"}')
-
-
-def check_config(cfg, phase: str = 'train') -> None:
-    """The input checks the drivers run before building a runner: backbone type, data roots, annotation files.
-
-    ``phase`` is 'train' (tools/train.py: train and val data) or 'test' (tools/test.py: test data).
-    """
-    check_backbone_cfg(cfg)
-    check_data_cfg(cfg, phase)
