@@ -3,7 +3,8 @@
 Papers:
 * `Pyramid Vision Transformer: A Versatile Backbone for Dense Prediction without Convolutions`
   - https://arxiv.org/abs/2102.12122
-* `FLatten Transformer: Vision Transformer using Focused Linear Attention` (ICCV 2023) - https://arxiv.org/abs/2308.00442
+* `FLatten Transformer: Vision Transformer using Focused Linear Attention` (ICCV 2023)
+  - https://arxiv.org/abs/2308.00442
 * `Agent Attention: On the Integration of Softmax and Linear Attention` (ECCV 2024) - https://arxiv.org/abs/2312.08874
 
 One skeleton, the attention a parameter: ``flatten_pvt_*`` plug in ``FocusedLinearAttention`` and ``agent_pvt_*``
@@ -16,7 +17,6 @@ which only resizes grid-shaped parameters when the resolution differs.
 As in both releases (and unlike the original PVT v1) there is no class token: the head averages the last
 stage's tokens, and no final LayerNorm is applied.
 """
-import contextlib
 import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -24,13 +24,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm, Mlp, get_device_dtype, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
+from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from .. import checkpoint as ckpt
 from ..layers import AgentAttention, FocusedLinearAttention, GridCache, resize_axis, resize_tokens_grid, to_hw
+from ._builder import (
+    build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg, model_name,
+    official_state_dict,
+)
 
 __all__ = ['PyramidVisionTransformer', 'PatchEmbed', 'Block', 'checkpoint_filter_fn']
 
@@ -176,7 +178,8 @@ class PyramidVisionTransformer(nn.Module):
         self.pos_embed_sizes = stage_grids(img_size, patch_size, num_stages, lambda n: n // 2)
         self._pos_cache = GridCache()
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()  # cpu: also under a meta-device build
+        # on the cpu, so a build under torch.device('meta') works too
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.feature_info = []
         cur = 0
         for i, grid in enumerate(self.pos_embed_sizes):
@@ -265,8 +268,7 @@ class PyramidVisionTransformer(nn.Module):
     # --- forward ----------------------------------------------------------------------------------------------
 
     def _check_input(self, x: torch.Tensor):
-        check_input_size(self, x, self.min_input_size, f'patch {self.patch_size}, then '
-                                                       f'{self.num_stages - 1} 2x downsamplings')
+        check_image_batch(self, x, self.min_input_size)
 
     def _pos_embed(self, i: int, feat_size: FeatSize) -> torch.Tensor:
         pos_embed = getattr(self, f'pos_embed{i + 1}')
@@ -373,18 +375,11 @@ def no_weight_decay_names(model: nn.Module) -> set:
     return names
 
 
-def model_name(model: nn.Module) -> str:
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    return cfg.get('architecture') or type(model).__name__
-
-
-def check_input_size(model: nn.Module, x: torch.Tensor, min_size: int, why: str):
+def check_image_batch(model: nn.Module, x: torch.Tensor, min_size: int):
+    """A clear error for anything but an NCHW batch of at least ``min_size`` x ``min_size`` pixels."""
     if x.ndim != 4:
         raise ValueError(f'{model_name(model)} expects NCHW images, got a tensor of shape {tuple(x.shape)}')
-    h, w = x.shape[-2:]
-    if h < min_size or w < min_size:
-        raise ValueError(f'{model_name(model)} takes inputs of at least {min_size}x{min_size} pixels ({why}); '
-                         f'got {h}x{w}')
+    check_min_input_size(model, tuple(x.shape[-2:]), (min_size, min_size))
 
 
 def _square_grid(num_tokens: int) -> Optional[FeatSize]:
@@ -422,17 +417,14 @@ def filter_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -> Dict[s
     another resolution; raises ``CheckpointError`` naming the first missing / unexpected / misshapen keys.
     The classifier is left out of the check: timm drops it itself when ``num_classes`` differs.
     """
-    state_dict = ckpt.extract_state_dict(state_dict)
+    state_dict = official_state_dict(state_dict)
     own = model.state_dict()
     out = {}
     for name, value in state_dict.items():
         if name in own and value.shape != own[name].shape:
             value = _resize_grid_param(name, value, own[name], model)
         out[name] = value
-    head_keys = {k for k in set(own) | set(out) if k.startswith('head.')}
-    ckpt.check_state_dict_fits(
-        model, {k: v for k, v in out.items() if k not in head_keys},
-        source=f'checkpoint for {model_name(model)}', allow_missing=head_keys)
+    check_fits_ignoring_classifier(model, out, classifier='head', source=f'checkpoint for {model_name(model)}')
     return out
 
 
@@ -441,34 +433,15 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dic
     return filter_state_dict(state_dict, model)
 
 
-@contextlib.contextmanager
-def official_file_loading():
-    """Let timm's ``weights_only`` loader read official release files, whose yacs config is read as a dict."""
-    with torch.serialization.safe_globals(ckpt._OFFICIAL_SAFE_GLOBALS):
-        yield
-
-
 def _create_pvt(variant: str, pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-    with official_file_loading():
-        return build_model_with_cfg(
-            PyramidVisionTransformer,
-            variant,
-            pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
-            **kwargs,
-        )
+    return build_official_model(
+        PyramidVisionTransformer, variant, pretrained, filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed1.proj', 'classifier': 'head', 'license': 'mit',
-        **kwargs,
-    }
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return make_cfg(**dict(dict(pool_size=(7, 7), first_conv='patch_embed1.proj'), **kwargs))
 
 
 _FLATTEN_SOURCE = dict(

@@ -2,7 +2,8 @@
 
 Papers:
 * `PVT v2: Improved Baselines with Pyramid Vision Transformer` - https://arxiv.org/abs/2106.13797
-* `FLatten Transformer: Vision Transformer using Focused Linear Attention` (ICCV 2023) - https://arxiv.org/abs/2308.00442
+* `FLatten Transformer: Vision Transformer using Focused Linear Attention` (ICCV 2023)
+  - https://arxiv.org/abs/2308.00442
 
 ``flatten_pvt_v2_b0`` ... ``b4`` put ``FocusedLinearAttention`` in every block of every stage, without spatial
 reduction, as the official configs run them (LeapLabTHU/FLatten-Transformer ``models/flatten_pvt_v2.py`` with
@@ -17,15 +18,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm, get_device_dtype, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
+from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import FocusedLinearAttention, to_hw
-from .pvt import (
-    Block, check_input_size, filter_state_dict, no_weight_decay_names, official_file_loading, per_stage,
-)
+from ._builder import build_official_model, make_cfg
+from .pvt import Block, check_image_batch, filter_state_dict, no_weight_decay_names, per_stage
 
 __all__ = ['PyramidVisionTransformerV2', 'OverlapPatchEmbed', 'MlpWithDepthwiseConv', 'checkpoint_filter_fn']
 
@@ -144,7 +143,8 @@ class PyramidVisionTransformerV2(nn.Module):
         # stage grids at the training resolution: 7x7 stride 4 stem, then 3x3 stride 2 (padded convs round up)
         self.grid_sizes = self._stage_grids(to_hw(img_size), num_stages)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()  # cpu: also under a meta build
+        # on the cpu, so a build under torch.device('meta') works too
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.feature_info = []
         cur = 0
         for i, grid in enumerate(self.grid_sizes):
@@ -269,7 +269,7 @@ class PyramidVisionTransformerV2(nn.Module):
         """
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        check_input_size(self, x, 1, 'padded convolutions')
+        check_image_batch(self, x, 1)  # padded convs: any size
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
         last = max_index if stop_early or intermediates_only else self.num_stages - 1
         intermediates = []
@@ -302,7 +302,7 @@ class PyramidVisionTransformerV2(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input_size(self, x, 1, 'padded convolutions')
+        check_image_batch(self, x, 1)  # padded convs: any size
         for i in range(self.num_stages):
             x = self._forward_stage(i, x)
         return x
@@ -324,27 +324,16 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dic
 
 def _create_pvt_v2(variant: str, pretrained: bool = False, **kwargs) -> PyramidVisionTransformerV2:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-    with official_file_loading():
-        return build_model_with_cfg(
-            PyramidVisionTransformerV2,
-            variant,
-            pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
-            **kwargs,
-        )
+    return build_official_model(
+        PyramidVisionTransformerV2, variant, pretrained, filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
 
 
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic', 'fixed_input_size': False,
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'patch_embed1.proj', 'classifier': 'head', 'license': 'mit',
-        'paper_ids': 'arXiv:2308.00442', 'origin_url': 'https://github.com/LeapLabTHU/FLatten-Transformer',
-        'notes': ('official release file loads with pretrained_cfg_overlay=dict(file=...)',),
-        **kwargs,
-    }
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return make_cfg(
+        pool_size=(7, 7), first_conv='patch_embed1.proj',
+        paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
+        notes=('official release file loads with pretrained_cfg_overlay=dict(file=...)',), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
