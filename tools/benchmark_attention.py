@@ -171,6 +171,7 @@ def main():
                 torch.cuda.empty_cache()
                 continue
             row = (f'| {shape:8} | {method:24} | {fwd:7.3f} | {fwdbwd:10.3f} | {peak / 2**20:8.0f} '
+                   f'| {min_bytes / 2**20:7.0f} '
                    f'| {fwd_bytes / fwd / 1e9:8.2f} | {fwdbwd_bytes / fwdbwd / 1e9:8.2f} '
                    f'| {fwd / (fwd_bytes / bw * 1e3):9.2f} | {fwdbwd / (fwdbwd_bytes / bw * 1e3):9.2f} |')
             rows.append(row)

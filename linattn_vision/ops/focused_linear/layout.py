@@ -1,7 +1,7 @@
 """Tile layout shared by the Triton kernels and the op's shape functions (no Triton import here)."""
 
 # Largest all-heads state (H_PAD * D_PAD * D_PAD fp32 values) one kernel program keeps in registers.
-MAX_STATE_ELEMS = 32768
+MAX_STATE_ELEMS = 16384
 
 
 def next_pow2(x: int) -> int:
@@ -13,9 +13,31 @@ def tile_dims(num_heads: int, head_dim: int) -> tuple[int, int]:
     return next_pow2(num_heads), max(16, next_pow2(head_dim))
 
 
-def kernels_support(num_heads: int, head_dim: int) -> bool:
-    """Whether the Triton kernels take this head layout (otherwise the op uses the exact path)."""
+def kernels_support(num_heads: int, head_dim: int, fp32: bool = False) -> bool:
+    """Whether the Triton kernels take this head layout and precision (otherwise the op uses the exact path).
+
+    Beyond C = 128 the kernels keep a per-head (H_PAD, D_PAD, D_PAD) state and batched 3D dots, whose fp32
+    (tf32x3) form needs more shared memory than an H100 has: fp32 inputs of that size take the exact path."""
     if num_heads > 32 or head_dim > 128:
+        return False
+    if uses_flat_layout(num_heads, head_dim):
+        return True
+    if fp32:
         return False
     h_pad, d_pad = tile_dims(num_heads, head_dim)
     return h_pad * d_pad * d_pad <= MAX_STATE_ELEMS
+
+
+def uses_flat_layout(num_heads: int, head_dim: int) -> bool:
+    """Small C: one [tokens, C_PAD] tile per program and block-diagonal (C_PAD, C_PAD) state, so every per-head
+    product is a plain 2D dot (the off-diagonal head blocks are masked to zero)."""
+    return next_pow2(num_heads * head_dim) <= 128
+
+
+def state_shapes(num_heads: int, head_dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per-batch shapes of the saved fp32 state (kv / N, kmean) in the kernels' layout."""
+    if uses_flat_layout(num_heads, head_dim):
+        c_pad = max(16, next_pow2(num_heads * head_dim))
+        return (c_pad, c_pad), (c_pad,)
+    h_pad, d_pad = tile_dims(num_heads, head_dim)
+    return (h_pad, d_pad, d_pad), (h_pad, d_pad)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .layout import kernels_support, tile_dims
+from .layout import kernels_support, state_shapes, uses_flat_layout
 from .reference import EPS_DENOM, EPS_RELU, focus_with_divisor, focused_linear_attention_reference
 
 _FORCE_REFERENCE = os.environ.get('LINATTN_FORCE_REFERENCE', '0') == '1'
@@ -121,12 +121,19 @@ def _exact_backward(dout, q, k, v, s, pos, num_heads: int, focusing_factor: floa
 
 
 def _pad_state(kv, kmean, num_heads, head_dim):
-    h_pad, d_pad = tile_dims(num_heads, head_dim)
+    """(B, H, d, d), (B, H, d) -> the kernels' state layout (see layout.state_shapes)."""
+    kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     B = kv.shape[0]
-    kv_p = kv.new_zeros(B, h_pad, d_pad, d_pad, dtype=torch.float32)
-    kmean_p = kv.new_zeros(B, h_pad, d_pad, dtype=torch.float32)
-    kv_p[:, :num_heads, :head_dim, :head_dim] = kv
-    kmean_p[:, :num_heads, :head_dim] = kmean
+    kv_p = kv.new_zeros(B, *kv_shape, dtype=torch.float32)
+    kmean_p = kv.new_zeros(B, *kmean_shape, dtype=torch.float32)
+    if uses_flat_layout(num_heads, head_dim):  # block-diagonal (C_PAD, C_PAD), (C_PAD,)
+        for h in range(num_heads):
+            sl = slice(h * head_dim, (h + 1) * head_dim)
+            kv_p[:, sl, sl] = kv[:, h]
+        kmean_p[:, :num_heads * head_dim] = kmean.flatten(1)
+    else:
+        kv_p[:, :num_heads, :head_dim, :head_dim] = kv
+        kmean_p[:, :num_heads, :head_dim] = kmean
     return kv_p, kmean_p
 
 
@@ -147,9 +154,9 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, 
 @_fwd_op.register_fake
 def _fwd_fake(q, k, v, s, pos, num_heads, focusing_factor):
     B, _, C = q.shape
-    h_pad, d_pad = tile_dims(num_heads, C // num_heads)
-    return (torch.empty_like(v), q.new_empty(B, h_pad, d_pad, d_pad, dtype=torch.float32),
-            q.new_empty(B, h_pad, d_pad, dtype=torch.float32))
+    kv_shape, kmean_shape = state_shapes(num_heads, C // num_heads)
+    return (torch.empty_like(v), q.new_empty(B, *kv_shape, dtype=torch.float32),
+            q.new_empty(B, *kmean_shape, dtype=torch.float32))
 
 
 @torch.library.custom_op('linattn::focused_linear_attention_bwd', mutates_args=())
@@ -214,7 +221,8 @@ def focused_linear_attention(q, k, v, scale, pos=None, num_heads: int = 1, focus
     B, N, C = q.shape
     head_dim = C // num_heads
     use_kernels = (not _FORCE_REFERENCE and all(t.dtype in _KERNEL_DTYPES for t in (q, k, v))
-                   and kernels_support(num_heads, head_dim) and _runs_triton(q))
+                   and kernels_support(num_heads, head_dim, torch.float32 in (q.dtype, k.dtype, v.dtype))
+                   and _runs_triton(q))
     if not use_kernels:
         return focused_linear_attention_reference(q, k, v, scale, pos, num_heads, focusing_factor)
     s = F.softplus(scale.reshape(C).float())
