@@ -116,7 +116,8 @@ class GridCache:
     def get(self, key, params: Sequence[nn.Parameter], build):
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return build()
-        full_key = (key, torch.is_inference_mode_enabled(), tuple((id(p), p._version, p.device, p.dtype) for p in params))
+        versions = tuple((id(p), p._version, p.device, p.dtype) for p in params)
+        full_key = (key, torch.is_inference_mode_enabled(), versions)
         value = self._store.get(full_key)
         if value is None:
             if len(self._store) >= self.max_entries:

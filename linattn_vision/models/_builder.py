@@ -43,7 +43,8 @@ def official_checkpoint_loading():
 
 def build_official_model(model_cls: Callable[..., nn.Module], variant: str, pretrained: bool,
                          filter_fn: Callable, feature_cfg: dict, **kwargs) -> nn.Module:
-    """``build_model_with_cfg`` that also reads official release files given as ``pretrained_cfg_overlay=dict(file=...)``."""
+    """``build_model_with_cfg`` that also reads official release files passed as
+    ``pretrained_cfg_overlay=dict(file=...)``."""
     with official_checkpoint_loading():
         return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=filter_fn,
                                     feature_cfg=feature_cfg, **kwargs)
