@@ -182,6 +182,12 @@ def test_official_layout_checkpoint_loads_strictly_with_identical_outputs(tmp_pa
     # the filter also takes the raw release dict
     filtered = checkpoint_filter_fn({'model': state, 'epoch': 1}, dst)
     assert set(filtered) == set(dst.state_dict())
+    # and a feature extractor loads the same file
+    feats = timm.create_model(name, features_only=True, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(path)), **TINY).eval()
+    with torch.no_grad():
+        for a, b in zip(feats(x), src.forward_intermediates(x, intermediates_only=True)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('edit, expected', [
