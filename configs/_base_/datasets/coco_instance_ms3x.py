@@ -21,3 +21,4 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+del _ms_scales  # a helper only; keep it out of the config

@@ -83,3 +83,4 @@ model = dict(
     test_cfg=dict(
         rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
         rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5)))
+del _bbox_head, _stage_stds, _stage_ious  # helpers only; keep them out of the config
