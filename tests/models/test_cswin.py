@@ -215,6 +215,34 @@ def test_flatten_branch_matches_official_formula():
     torch.testing.assert_close(m(q, k, v, (H, W)), expected)
 
 
+def test_agent_branch_matches_official_formula():
+    """Official CSwin AgentAttention (idx -1: one window over the map) in plain float64 steps, at its default grid
+    and at another grid with the row / column biases resized linearly."""
+    torch.manual_seed(2)
+    m = AgentBranch(32, 2, (6, 8), agent_num=9).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+    B, C, h, a = 2, 32, 2, 9
+    for H, W in [(6, 8), (5, 7)]:
+        q, k, v = (torch.randn(B, H * W, C, dtype=torch.float64) for _ in range(3))
+        lepe = F.conv2d(v.transpose(1, 2).reshape(B, C, H, W), m.get_v.weight, m.get_v.bias, padding=1, groups=C)
+        lepe = lepe.reshape(B, C, -1).transpose(1, 2)
+        agent = F.adaptive_avg_pool2d(q.reshape(B, H, W, C).permute(0, 3, 1, 2), (3, 3)).reshape(B, C, -1)
+        agent = agent.permute(0, 2, 1).reshape(B, a, h, -1).transpose(1, 2)
+        qh, kh, vh = (t.reshape(B, H * W, h, -1).transpose(1, 2) for t in (q, k, v))
+        ah, aw = resize_axis(m.ah_bias, 3, H), resize_axis(m.aw_bias, 4, W)
+        ha, wa = resize_axis(m.ha_bias, 2, H), resize_axis(m.wa_bias, 3, W)
+        b1 = F.interpolate(m.an_bias, size=(H, W), mode='bilinear').reshape(1, h, a, -1)
+        b1 = b1 + (ah + aw).reshape(1, h, a, -1)
+        agent_v = ((agent * m.scale) @ kh.transpose(-2, -1) + b1).softmax(-1) @ vh
+        b2 = F.interpolate(m.na_bias, size=(H, W), mode='bilinear').reshape(1, h, a, -1).permute(0, 1, 3, 2)
+        b2 = b2 + (ha + wa).reshape(1, h, -1, a)
+        x = ((qh * m.scale) @ agent.transpose(-2, -1) + b2).softmax(-1) @ agent_v
+        expected = x.transpose(1, 2).reshape(B, H * W, C) + lepe
+        torch.testing.assert_close(m(q, k, v, (H, W)), expected)
+
+
 # ------------------------------------------------------------------------------------ official checkpoints
 def _save_official(path, state_dict, ema=None):
     """Write a file in the official release layout, with a yacs CfgNode pickled under 'config'."""
