@@ -1,0 +1,306 @@
+"""ImageNet-style classification end to end on CPU through tools/train.py and tools/test.py.
+
+A separable toy ImageFolder (four colours) is written into tmp_path; the configs inherit the shipped configs/_base_
+files and shrink only the model (timm's test_vit at 32 px), batch, epochs and learning rate.
+"""
+import json
+import os
+import pickle
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip('mmengine', reason='the mm extra (mmengine) is part of this project\'s test environment')
+
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.registry import HOOKS  # noqa: E402
+
+pytestmark = pytest.mark.mm
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_tool(name):
+    """tools/<name>.py as a module (``test`` would clash with the standard library's package of that name)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'linattn_tools_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_tool, test_tool = load_tool('train'), load_tool('test')
+
+COLOURS = [(220, 40, 40), (40, 200, 40), (40, 60, 220), (230, 220, 40)]
+ITERS_PER_EPOCH = 4  # 32 training images, batch 8
+EPOCHS = 4
+
+
+def write_toy_folder(root, split, per_class, seed):
+    rng = np.random.default_rng(seed)
+    for label, colour in enumerate(COLOURS):
+        folder = root / split / f'n0000000{label}'
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour)[None, None] + rng.normal(0, 40, (36, 40, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f'img_{i}.JPEG')
+
+
+@pytest.fixture(scope='module')
+def toy_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('toy_imagenet')
+    write_toy_folder(root, 'train', per_class=8, seed=0)
+    write_toy_folder(root, 'val', per_class=2, seed=1)  # 8 images: 4 + 4 on two ranks
+    return root
+
+
+def write_config(path, data_root, model="dict(model_name='test_vit', img_size=32)", size=32, extra=''):
+    path.write_text(f"""
+_base_ = [
+    '{REPO}/configs/_base_/models/timm_classifier.py',
+    '{REPO}/configs/_base_/datasets/imagenet.py',
+    '{REPO}/configs/_base_/schedules/cls_swin_300e.py',
+    '{REPO}/configs/_base_/cls_runtime.py',
+]
+data_root = '{data_root}'
+model = {model}
+model.update(num_classes=4, drop_path_rate=0.0, mixup=None)
+train_dataloader = dict(
+    batch_size=8, num_workers=0, persistent_workers=False, pin_memory=False,
+    dataset=dict(data_root=data_root, pipeline=dict(
+        _delete_=True, type='TimmTransform', is_training=True, input_size={size}, scale=(0.5, 1.0),
+        interpolation='bicubic')))
+val_dataloader = dict(
+    batch_size=4, num_workers=0, persistent_workers=False, pin_memory=False,
+    dataset=dict(data_root=data_root, pipeline=dict(input_size={size}, crop_pct=1.0)))
+test_dataloader = val_dataloader
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+auto_scale_lr = dict(enable=False)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min_ratio=1e-2, by_epoch=True, begin=1, end={EPOCHS}, T_max={EPOCHS - 1},
+         convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs={EPOCHS})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(max_keep_ckpts=5))
+env_cfg = dict(cudnn_benchmark=False)
+{extra}
+""")
+    return str(path)
+
+
+def logged(runner):
+    """Per-iteration training scalars and per-epoch validation metrics of one run (its vis_data/scalars.json)."""
+    train, val = {}, []
+    with open(os.path.join(runner.log_dir, 'vis_data', 'scalars.json')) as f:
+        for line in f:
+            record = json.loads(line)
+            if 'lr' in record:
+                train[record['iter']] = record
+            elif 'accuracy/top1' in record:
+                val.append(record['accuracy/top1'])
+    return train, val
+
+
+class Interrupted(Exception):
+    pass
+
+
+@HOOKS.register_module(force=True)
+class InterruptAtIter(Hook):
+    """Kills the run after ``at`` training iterations, as a crash or a pre-empted job would."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 >= self.at:
+            raise Interrupted(f'stopped after iteration {runner.iter + 1}')
+
+
+@pytest.fixture(scope='module')
+def full_run(toy_root, tmp_path_factory):
+    """One uninterrupted run: 4 epochs of 4 iterations; the reference for the resume test."""
+    tmp = tmp_path_factory.mktemp('full')
+    config = write_config(tmp / 'toy_full.py', toy_root)
+    runner = train_tool.main([config, '--work-dir', str(tmp / 'work'), '--cfg-options', 'experiment_name=full'])
+    return runner, tmp / 'work'
+
+
+def test_training_learns_the_toy_set(full_run):
+    runner, work_dir = full_run
+    assert runner.iter == EPOCHS * ITERS_PER_EPOCH and runner.epoch == EPOCHS
+    train, val = logged(runner)
+    assert sorted(train) == list(range(1, EPOCHS * ITERS_PER_EPOCH + 1))
+    losses = [train[i]['loss'] for i in sorted(train)]
+    assert np.mean(losses[-ITERS_PER_EPOCH:]) < 0.8 * np.mean(losses[:ITERS_PER_EPOCH])
+    assert len(val) == EPOCHS and val[-1] >= 87.5  # at most one of 8 validation images wrong
+    assert sorted(p.name for p in work_dir.glob('epoch_*.pth')) == [f'epoch_{e}.pth' for e in range(1, EPOCHS + 1)]
+
+
+def test_interrupted_run_resumes_with_the_same_steps_and_lr(full_run, toy_root, tmp_path):
+    reference, _ = full_run
+    config = write_config(tmp_path / 'toy_resume.py', toy_root)
+    crashing = write_config(tmp_path / 'toy_crash.py', toy_root,
+                            extra="custom_hooks = [dict(type='InterruptAtIter', at=10)]")
+    work_dir = str(tmp_path / 'work')
+    # killed in the middle of epoch 3: the last checkpoint is epoch_2.pth (8 iterations)
+    with pytest.raises(Interrupted, match='after iteration 10'):
+        train_tool.main([crashing, '--work-dir', work_dir, '--cfg-options', 'experiment_name=interrupted'])
+    checkpoint = os.path.join(work_dir, 'epoch_2.pth')
+    assert open(os.path.join(work_dir, 'last_checkpoint')).read().strip().endswith('epoch_2.pth')
+    with pytest.raises(Exception, match='HistoryBuffer'):  # mmengine's own files under torch's weights_only default
+        torch.load(checkpoint)
+    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
+
+    resumed = train_tool.main([config, '--work-dir', work_dir, '--resume', '--cfg-options', 'experiment_name=resumed'])
+    assert resumed.iter == reference.iter == EPOCHS * ITERS_PER_EPOCH and resumed.epoch == reference.epoch
+    assert resumed.optim_wrapper.get_lr() == reference.optim_wrapper.get_lr()
+    train, _ = logged(resumed)
+    ref_train, _ = logged(reference)
+    assert sorted(train) == list(range(2 * ITERS_PER_EPOCH + 1, EPOCHS * ITERS_PER_EPOCH + 1))  # from iteration 9 on
+    assert [train[i]['lr'] for i in sorted(train)] == [ref_train[i]['lr'] for i in sorted(train)]
+    # an explicit path resumes the same way
+    explicit = train_tool.main([config, '--work-dir', str(tmp_path / 'work2'), '--resume', checkpoint,
+                                '--cfg-options', 'experiment_name=explicit', 'train_cfg.max_epochs=3',
+                                f'param_scheduler.1.end=3'])
+    assert explicit.iter == 3 * ITERS_PER_EPOCH
+
+
+def save_official(path, state_dict):
+    """Lay weights out like the official releases: {'model': ..., 'config': yacs CfgNode, ...}. yacs is not
+    installed: a stand-in module exists only while saving, so loading must not need it."""
+    pkg, mod = types.ModuleType('yacs'), types.ModuleType('yacs.config')
+
+    class CfgNode(dict):
+        pass
+    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
+    mod.CfgNode, pkg.config = CfgNode, mod
+    saved = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
+    sys.modules.update({'yacs': pkg, 'yacs.config': mod})
+    try:
+        torch.save({'model': dict(state_dict), 'optimizer': {'state': {}}, 'max_accuracy': 0.0, 'epoch': 299,
+                    'config': CfgNode(MODEL=CfgNode(NAME='toy'))}, path)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def save_untrained_official(path, seed=0):
+    """The toy model at initialisation in the official layout."""
+    from linattn_vision.mm.classification import TimmClassifier
+    torch.manual_seed(seed)
+    save_official(path, TimmClassifier('test_vit', num_classes=4, img_size=32).model.state_dict())
+
+
+def test_test_tool_reports_top1(full_run, toy_root, tmp_path, capsys):
+    _, work_dir = full_run
+    config = write_config(tmp_path / 'toy_test.py', toy_root)
+    trained = test_tool.main([config, str(work_dir / f'epoch_{EPOCHS}.pth'), '--work-dir', str(tmp_path / 'a'),
+                              '--out', str(tmp_path / 'preds.pkl'), '--cfg-options', 'experiment_name=test_trained'])
+    out = capsys.readouterr().out
+    assert re.search(r'Epoch\(test\).*accuracy/top1: 100\.0000|accuracy/top1: [89]\d\.\d+', out), out[-2000:]
+    assert trained['accuracy/top1'] >= 87.5
+    with open(tmp_path / 'preds.pkl', 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 8 and {'pred_score', 'pred_label', 'gt_label'} <= set(predictions[0])
+
+    save_untrained_official(tmp_path / 'untrained.pth')
+    untrained = test_tool.main([config, str(tmp_path / 'untrained.pth'), '--work-dir', str(tmp_path / 'b'),
+                                '--cfg-options', 'experiment_name=test_untrained'])
+    assert untrained['accuracy/top1'] <= trained['accuracy/top1'] - 25
+
+
+def run_tool(*args, env=None):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_missing_dataset_is_one_line(toy_root, tmp_path):
+    config = write_config(tmp_path / 'toy_missing.py', tmp_path / 'nowhere')
+    result = run_tool('tools/train.py', config, '--work-dir', str(tmp_path / 'work'))
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('train.py: error: ')
+    assert str(tmp_path / 'nowhere') in lines[0]
+
+def test_test_tool_input_errors_are_one_line(toy_root, tmp_path, capsys):
+    save_untrained_official(tmp_path / 'untrained.pth')
+    config = write_config(tmp_path / 'toy_nosplit.py', toy_root,
+                          extra="val_dataloader['dataset']['split'] = 'validation'")
+    cases = [([config, str(tmp_path / 'missing.pth')], f'checkpoint file not found: {tmp_path}/missing.pth'),
+             ([config, str(tmp_path / 'untrained.pth')], f'image folder not found: {toy_root}/validation'),
+             ([str(tmp_path / 'nope.py'), str(tmp_path / 'untrained.pth')], 'config file not found')]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            test_tool.main(argv + ['--work-dir', str(tmp_path / 'work')])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('test.py: error: ') and message in err[0], err
+    # weights of another model: the keys at fault are named
+    config = write_config(tmp_path / 'toy_other.py', toy_root, model="dict(model_name='test_vit', img_size=32)")
+    torch.save({'model': {'blocks.0.attn.qkv.weight': torch.zeros(3, 3)}}, tmp_path / 'other.pth')
+    with pytest.raises(SystemExit):
+        test_tool.main([config, str(tmp_path / 'other.pth'), '--work-dir', str(tmp_path / 'work')])
+    err = capsys.readouterr().err
+    assert 'does not fit VisionTransformer: missing keys: cls_token' in err and 'shape mismatch' in err
+
+
+def test_official_flatten_checkpoint_evaluates_directly(toy_root, tmp_path, capsys):
+    """A FLatten model of this toolkit, trained a few steps at 32 px and evaluated from an official-layout file
+    (with the yacs CfgNode the releases pickle) by tools/test.py."""
+    model = "dict(model_name='flatten_deit_t', img_size=32)"
+    config = write_config(tmp_path / 'toy_flatten.py', toy_root, model=model,
+                          extra=f"train_cfg = dict(max_epochs=1)\nparam_scheduler = [dict(type='ConstantLR', "
+                                f"factor=1.0, by_epoch=False, begin=0, end=1)]")
+    runner = train_tool.main([config, '--work-dir', str(tmp_path / 'work'), '--cfg-options', 'experiment_name=flatten'])
+    assert runner.iter == ITERS_PER_EPOCH
+    net = runner.model.model
+    save_official(tmp_path / 'flatten_deit_t_official.pth', net.state_dict())
+    capsys.readouterr()
+    metrics = test_tool.main([config, str(tmp_path / 'flatten_deit_t_official.pth'), '--work-dir',
+                              str(tmp_path / 'test'), '--cfg-options', 'experiment_name=flatten_test'])
+    assert 'accuracy/top1' in capsys.readouterr().out
+    # the same weights through the runner's own checkpoint give the same numbers
+    same = test_tool.main([config, str(tmp_path / 'work' / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test2'),
+                           '--cfg-options', 'experiment_name=flatten_test2'])
+    assert metrics == same
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_counts_every_image_once(toy_root, tmp_path):
+    """torchrun, 2 CPU processes (gloo): 7 validation images are split 4 + 4 with one padded duplicate; top-1 must
+    equal the single-process value over the 7."""
+    root = tmp_path / 'data'
+    shutil.copytree(toy_root, root)
+    os.remove(root / 'val' / 'n00000003' / 'img_1.JPEG')
+    config = write_config(tmp_path / 'toy_ddp.py', root)
+    save_untrained_official(tmp_path / 'untrained.pth')  # some right, some wrong: a counted duplicate would show
+    checkpoint = str(tmp_path / 'untrained.pth')
+    single = test_tool.main([config, checkpoint, '--work-dir', str(tmp_path / 'single'),
+                             '--cfg-options', 'experiment_name=single'])['accuracy/top1']
+    assert 0 < single < 100 and round(single * 7 / 100, 6).is_integer()
+    result = run_tool('-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+                      'tools/test.py', config, checkpoint, '--launcher', 'pytorch', '--work-dir',
+                      str(tmp_path / 'ddp'), env=dict(OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = re.findall(r'accuracy/top1: ([\d.]+)', result.stdout + result.stderr)
+    assert found and float(found[-1]) == pytest.approx(single, abs=1e-3)
