@@ -521,25 +521,34 @@ def _create_cswin(variant: str, pretrained: bool = False, **kwargs) -> CSWinTran
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
-    return make_cfg(**{'pool_size': (7, 7), 'first_conv': 'stage1_conv_embed.0', **kwargs})
+    # eval crop 0.875 at every size: the official repos resize to 256/224 of the input and centre-crop
+    return make_cfg(**{'pool_size': (7, 7), 'first_conv': 'stage1_conv_embed.0', 'min_input_size': (3, 4, 4), **kwargs})
 
 
-_FLATTEN_PAPER = 'https://arxiv.org/abs/2308.00442'
-_AGENT_PAPER = 'https://arxiv.org/abs/2312.08874'
+_FLATTEN = dict(paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer')
+_AGENT = dict(paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention')
+_LOCAL = 'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'
+
+
+def _agent_weights(link: str) -> Dict[str, Any]:
+    return dict(_AGENT, notes=(f'official weights: https://cloud.tsinghua.edu.cn/f/{link}/?dl=1', _LOCAL))
+
+
 default_cfgs = generate_default_cfgs({
-    'flatten_cswin_t.in1k': _cfg(paper_ids=_FLATTEN_PAPER),
-    'flatten_cswin_s.in1k': _cfg(paper_ids=_FLATTEN_PAPER),
-    'flatten_cswin_b.in1k': _cfg(paper_ids=_FLATTEN_PAPER),
-    'flatten_cswin_b_384.in1k': _cfg(paper_ids=_FLATTEN_PAPER, input_size=(3, 384, 384), pool_size=(12, 12)),
-    'agent_cswin_t.in1k': _cfg(paper_ids=_AGENT_PAPER),
-    'agent_cswin_s.in1k': _cfg(paper_ids=_AGENT_PAPER),
-    'agent_cswin_b.in1k': _cfg(paper_ids=_AGENT_PAPER),
-    'agent_cswin_b_384.in1k': _cfg(paper_ids=_AGENT_PAPER, input_size=(3, 384, 384), pool_size=(12, 12)),
+    'flatten_cswin_t.in1k': _cfg(**_FLATTEN, notes=('official weights: see origin_url', _LOCAL)),
+    'flatten_cswin_s.in1k': _cfg(**_FLATTEN, notes=(_LOCAL,)),
+    'flatten_cswin_b.in1k': _cfg(**_FLATTEN, notes=(_LOCAL,)),
+    'flatten_cswin_b_384.in1k': _cfg(**_FLATTEN, notes=(_LOCAL,), input_size=(3, 384, 384), pool_size=(12, 12)),
+    'agent_cswin_t.in1k': _cfg(**_agent_weights('8c562a74441e46d5902b')),
+    'agent_cswin_s.in1k': _cfg(**_agent_weights('30eb8af675bc4b7a8747')),
+    'agent_cswin_b.in1k': _cfg(**_agent_weights('c8035b0839b2410c8c9f')),
+    'agent_cswin_b_384.in1k': _cfg(**_agent_weights('1239be0df44b47719432'), input_size=(3, 384, 384),
+                                   pool_size=(12, 12)),
 })
 
 # official configs: cfgs/flatten_cswin_*.yaml (ATTN_TYPE LLSS) and agent_cswin_*.yaml (AABB, NUM 9-16-49-49)
-_FLATTEN = dict(stage_attn=('flatten', 'flatten', 'lepe', 'lepe'))
-_AGENT = dict(stage_attn=('agent', 'agent', 'lepe', 'lepe'), agent_num=(9, 16, 49, 49))
+_FLATTEN_ARGS = dict(stage_attn=('flatten', 'flatten', 'lepe', 'lepe'))
+_AGENT_ARGS = dict(stage_attn=('agent', 'agent', 'lepe', 'lepe'), agent_num=(9, 16, 49, 49))
 _TINY = dict(embed_dim=64, depth=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), split_size=(1, 2, 7, 7))
 _BASE = dict(embed_dim=96, depth=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), split_size=(1, 2, 7, 7))
 _BASE_384 = dict(_BASE, split_size=(1, 2, 12, 12), img_size=384)
@@ -547,48 +556,48 @@ _BASE_384 = dict(_BASE, split_size=(1, 2, 12, 12), img_size=384)
 
 @register_model
 def flatten_cswin_t(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    args = dict(_TINY, **_FLATTEN, drop_path_rate=0.2)
+    args = dict(_TINY, **_FLATTEN_ARGS, drop_path_rate=0.2)
     return _create_cswin('flatten_cswin_t', pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def flatten_cswin_s(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    args = dict(_TINY, depth=(2, 4, 32, 2), **_FLATTEN, drop_path_rate=0.4)
+    args = dict(_TINY, depth=(2, 4, 32, 2), **_FLATTEN_ARGS, drop_path_rate=0.4)
     return _create_cswin('flatten_cswin_s', pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def flatten_cswin_b(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    args = dict(_BASE, **_FLATTEN, drop_path_rate=0.5)
+    args = dict(_BASE, **_FLATTEN_ARGS, drop_path_rate=0.5)
     return _create_cswin('flatten_cswin_b', pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def flatten_cswin_b_384(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    args = dict(_BASE_384, **_FLATTEN, drop_path_rate=0.7)
+    args = dict(_BASE_384, **_FLATTEN_ARGS, drop_path_rate=0.7)
     return _create_cswin('flatten_cswin_b_384', pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def agent_cswin_t(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    args = dict(_TINY, **_AGENT, drop_path_rate=0.2)
+    args = dict(_TINY, **_AGENT_ARGS, drop_path_rate=0.2)
     return _create_cswin('agent_cswin_t', pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def agent_cswin_s(pretrained: bool = False, **kwargs) -> CSWinTransformer:
     # official Agent_CSWin_64_36292_small_224: the base depths at tiny width
-    args = dict(_TINY, depth=(3, 6, 29, 2), **_AGENT, drop_path_rate=0.4)
+    args = dict(_TINY, depth=(3, 6, 29, 2), **_AGENT_ARGS, drop_path_rate=0.4)
     return _create_cswin('agent_cswin_s', pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def agent_cswin_b(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    args = dict(_BASE, **_AGENT, drop_path_rate=0.5)
+    args = dict(_BASE, **_AGENT_ARGS, drop_path_rate=0.5)
     return _create_cswin('agent_cswin_b', pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def agent_cswin_b_384(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    args = dict(_BASE_384, **_AGENT, drop_path_rate=0.7)
+    args = dict(_BASE_384, **_AGENT_ARGS, drop_path_rate=0.7)
     return _create_cswin('agent_cswin_b_384', pretrained, **dict(args, **kwargs))

@@ -335,19 +335,28 @@ def _create_deit(variant: str, pretrained: bool = False, **kwargs) -> DeiT:
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
-    return make_cfg(**kwargs)
+    # eval crop 0.875 at every size: the official repo resizes to 256/224 of the input and centre-crops
+    return make_cfg(**{'min_input_size': (3, 16, 16), **kwargs})
 
 
-_FLATTEN_PAPER = 'https://arxiv.org/abs/2308.00442'
-_AGENT_PAPER = 'https://arxiv.org/abs/2312.08874'
+_FLATTEN = dict(paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
+                notes=('no official FLatten-DeiT release; architecture as described in this module',))
+_AGENT = dict(paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention')
+_LOCAL = 'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'
+
+
+def _agent_weights(link: str) -> Dict[str, Any]:
+    return dict(_AGENT, notes=(f'official weights: https://cloud.tsinghua.edu.cn/f/{link}/?dl=1', _LOCAL))
+
+
 default_cfgs = generate_default_cfgs({
-    'flatten_deit_t.untrained': _cfg(paper_ids=_FLATTEN_PAPER),
-    'flatten_deit_s.untrained': _cfg(paper_ids=_FLATTEN_PAPER),
-    'flatten_deit_b.untrained': _cfg(paper_ids=_FLATTEN_PAPER),
-    'agent_deit_t.in1k': _cfg(paper_ids=_AGENT_PAPER),
-    'agent_deit_s.in1k': _cfg(paper_ids=_AGENT_PAPER),
-    'agent_deit_b.in1k': _cfg(paper_ids=_AGENT_PAPER),
-    'agent_deit_s_448.in1k': _cfg(paper_ids=_AGENT_PAPER, input_size=(3, 448, 448)),
+    'flatten_deit_t': _cfg(**_FLATTEN),
+    'flatten_deit_s': _cfg(**_FLATTEN),
+    'flatten_deit_b': _cfg(**_FLATTEN),
+    'agent_deit_t.in1k': _cfg(**_agent_weights('57e0904221824ee7b7af')),
+    'agent_deit_s.in1k': _cfg(**_agent_weights('fdd43304372541db8ea7')),
+    'agent_deit_b.in1k': _cfg(**_agent_weights('5115f15fdd7e4ab58fbc')),
+    'agent_deit_s_448.in1k': _cfg(**_agent_weights('a228f86241c445f1969b'), input_size=(3, 448, 448)),
 })
 
 _TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
