@@ -105,12 +105,12 @@ def per_stage(value, num_stages: int, name: str) -> tuple:
     return (value,) * num_stages
 
 
-def stage_grids(img_size, first_stride: int, num_stages: int, downsample: Callable[[int], int]) -> List[FeatSize]:
-    """Token grid of every stage for an input of ``img_size``."""
+def _stage_grids(img_size, patch_size: int, num_stages: int) -> List[FeatSize]:
+    """Token grid of every stage for an ``img_size`` input: patchify, then 2x2 patches (the convs floor)."""
     h, w = to_hw(img_size)
-    grids = [(h // first_stride, w // first_stride)] if first_stride else []
+    grids = [(h // patch_size, w // patch_size)]
     while len(grids) < num_stages:
-        grids.append((downsample(grids[-1][0]), downsample(grids[-1][1])))
+        grids.append((grids[-1][0] // 2, grids[-1][1] // 2))
     return grids
 
 
@@ -175,7 +175,7 @@ class PyramidVisionTransformer(nn.Module):
         # smallest input that leaves every stage at least one token
         self.min_input_size = patch_size * 2 ** (num_stages - 1)
         # stage grids at the training resolution (conv patch embeddings floor odd sizes)
-        self.pos_embed_sizes = stage_grids(img_size, patch_size, num_stages, lambda n: n // 2)
+        self.pos_embed_sizes = _stage_grids(img_size, patch_size, num_stages)
         self._pos_cache = GridCache()
 
         # on the cpu, so a build under torch.device('meta') works too

@@ -89,6 +89,14 @@ def test_param_count(name):
     assert quoted in published_roundings(count)
 
 
+def test_flops_match_papers(tiny_models):
+    """Multiply-accumulates of matmuls and convs at 224, the papers' FLOPs (both T models: 2.0G)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    for name in TINY:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            tiny_models[name](torch.randn(1, 3, 224, 224))
+        assert round(counter.get_total_flops() / 2e9, 1) == 2.0, name
+
 def test_official_layout_keys(tiny_models):
     flatten_keys = set(tiny_models['flatten_pvt_t'].state_dict())
     agent_keys = set(tiny_models['agent_pvt_t'].state_dict())

@@ -82,6 +82,13 @@ def test_param_count(name):
         assert quoted in published_roundings(count)
 
 
+def test_flops_match_paper(b0):
+    """Multiply-accumulates of matmuls and convs at 224: FLatten-PVTv2-b0 0.6G in the paper."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        b0(torch.randn(1, 3, 224, 224))
+    assert round(counter.get_total_flops() / 2e9, 1) == 0.6
+
 def test_official_layout_keys(b0):
     keys = set(b0.state_dict())
     for key in ('patch_embed1.proj.weight', 'patch_embed4.norm.bias', 'block1.0.attn.q.weight',
