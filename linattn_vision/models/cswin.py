@@ -38,7 +38,10 @@ from ..layers.pos_embed import resize_axis, resize_tokens_grid, to_hw
 from ._builder import build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg, \
     model_name
 
-__all__ = ['CSWinTransformer', 'LePEAttention', 'FocusedLinearBranch', 'AgentBranch', 'CSWinBlock']
+__all__ = [
+    'CSWinTransformer', 'LePEAttention', 'FocusedLinearBranch', 'AgentBranch', 'CSWinBlock', 'checkpoint_filter_fn',
+    'resize_grid_params',
+]
 
 ATTN_KINDS = ('lepe', 'flatten', 'agent')
 

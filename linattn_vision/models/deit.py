@@ -43,7 +43,7 @@ from ._builder import build_official_model, check_fits_ignoring_classifier, chec
     model_name
 from .cswin import extract_weights, resize_grid_params
 
-__all__ = ['DeiT', 'FocusedLinearPrefixAttention', 'SoftmaxAttention', 'DeiTBlock']
+__all__ = ['DeiT', 'FocusedLinearPrefixAttention', 'SoftmaxAttention', 'DeiTBlock', 'checkpoint_filter_fn']
 
 ATTN_KINDS = ('softmax', 'flatten', 'agent')
 
