@@ -441,26 +441,31 @@ def _create_pvt(variant: str, pretrained: bool = False, **kwargs) -> PyramidVisi
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
-    return make_cfg(**dict(dict(pool_size=(7, 7), first_conv='patch_embed1.proj'), **kwargs))
+    # the smallest input leaves one token in the last stage (patch 4, then three 2x2 patchings)
+    return make_cfg(**{'pool_size': (7, 7), 'first_conv': 'patch_embed1.proj', 'min_input_size': (3, 32, 32),
+                       **kwargs})
 
 
-_FLATTEN_SOURCE = dict(
-    paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
-    notes=('official release file loads with pretrained_cfg_overlay=dict(file=...)',))
-_AGENT_SOURCE = dict(
-    paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention',
-    notes=('official release file loads with pretrained_cfg_overlay=dict(file=...)',))
+_LOCAL = 'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'
+_FLATTEN = dict(paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
+                notes=('official weights: see origin_url', _LOCAL))
+
+
+def _agent(link: str) -> Dict[str, Any]:
+    return dict(paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention',
+                notes=(f'official weights: https://cloud.tsinghua.edu.cn/f/{link}/?dl=1', _LOCAL))
+
 
 default_cfgs = generate_default_cfgs({
-    'flatten_pvt_t.in1k': _cfg(**_FLATTEN_SOURCE),
-    'flatten_pvt_s.in1k': _cfg(**_FLATTEN_SOURCE),
-    'flatten_pvt_m.in1k': _cfg(**_FLATTEN_SOURCE),
-    'flatten_pvt_l.in1k': _cfg(**_FLATTEN_SOURCE),
-    'agent_pvt_t.in1k': _cfg(**_AGENT_SOURCE),
-    'agent_pvt_s.in1k': _cfg(**_AGENT_SOURCE),
-    'agent_pvt_m.in1k': _cfg(**_AGENT_SOURCE),
-    'agent_pvt_l.in1k': _cfg(**_AGENT_SOURCE),
-    'agent_pvt_m_256.in1k': _cfg(input_size=(3, 256, 256), pool_size=(8, 8), **_AGENT_SOURCE),
+    'flatten_pvt_t.in1k': _cfg(**_FLATTEN),
+    'flatten_pvt_s.in1k': _cfg(**_FLATTEN),
+    'flatten_pvt_m.in1k': _cfg(**_FLATTEN),
+    'flatten_pvt_l.in1k': _cfg(**_FLATTEN),
+    'agent_pvt_t.in1k': _cfg(**_agent('13fdf0e0a7c5498c934f')),
+    'agent_pvt_s.in1k': _cfg(**_agent('36b8be9a8863456685a3')),
+    'agent_pvt_m.in1k': _cfg(**_agent('4d00ecacf18b45f9b88c')),
+    'agent_pvt_l.in1k': _cfg(**_agent('040cfe0cfbbe4762ad09')),
+    'agent_pvt_m_256.in1k': _cfg(input_size=(3, 256, 256), pool_size=(8, 8), **_agent('654df734121643b19c52')),
 })
 
 # PVT v1 sizes shared by both families: (depths); dims (64, 128, 320, 512), heads (1, 2, 5, 8), mlp (8, 8, 4, 4)

@@ -333,7 +333,9 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     return make_cfg(
         pool_size=(7, 7), first_conv='patch_embed1.proj',
         paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
-        notes=('official release file loads with pretrained_cfg_overlay=dict(file=...)',), **kwargs)
+        notes=('official weights: see origin_url',
+               'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'),
+        **kwargs)
 
 
 default_cfgs = generate_default_cfgs({

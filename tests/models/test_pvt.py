@@ -97,6 +97,15 @@ def test_flops_match_papers(tiny_models):
             tiny_models[name](torch.randn(1, 3, 224, 224))
         assert round(counter.get_total_flops() / 2e9, 1) == 2.0, name
 
+def test_pretrained_cfgs():
+    for name in PARAMS:
+        cfg = timm.models.get_pretrained_cfg(name)
+        size = 256 if name.endswith('_256') else 224
+        assert cfg.input_size == (3, size, size) and cfg.crop_pct == 0.875 and cfg.interpolation == 'bicubic'
+        assert cfg.first_conv == 'patch_embed1.proj' and cfg.classifier == 'head' and cfg.min_input_size == (3, 32, 32)
+    data_cfg = timm.data.resolve_data_config(model=timm.create_model('agent_pvt_t', pretrained=False))
+    assert data_cfg['input_size'] == (3, 224, 224) and data_cfg['mean'] == timm.data.IMAGENET_DEFAULT_MEAN
+
 def test_official_layout_keys(tiny_models):
     flatten_keys = set(tiny_models['flatten_pvt_t'].state_dict())
     agent_keys = set(tiny_models['agent_pvt_t'].state_dict())
