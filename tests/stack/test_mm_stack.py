@@ -15,11 +15,15 @@ def test_mmcv_ops_nms_and_roi_align():
     assert keep.tolist() == [0, 2]
     assert torch.allclose(dets[:, 4], torch.tensor([0.9, 0.7]))
 
+    # feat[y, x] = 4y + x is linear, so bilinear sampling is exact and the pooled value is analytic
     feat = torch.arange(16.).reshape(1, 1, 4, 4)
-    rois = torch.tensor([[0., 0., 0., 4., 4.]])  # whole map
-    out = roi_align(feat, rois, output_size=(1, 1), spatial_scale=1.0, sampling_ratio=2, aligned=False)
-    assert out.shape == (1, 1, 1, 1)
-    assert out.item() == pytest.approx(feat.mean().item(), abs=1e-4)
+    rois = torch.tensor([[0., 0., 0., 4., 4.]])  # the whole map
+    # autograd Function: positional args (output_size, spatial_scale, sampling_ratio, pool_mode, aligned)
+    aligned = roi_align(feat, rois, (1, 1), 1.0, 2, 'avg', True)  # samples at pixel centres 0.5, 2.5
+    assert aligned.shape == (1, 1, 1, 1)
+    assert aligned.item() == pytest.approx(feat.mean().item(), abs=1e-4)
+    legacy = roi_align(feat, rois, (1, 1), 1.0, 2, 'avg', False)  # samples at 1 and 3
+    assert legacy.item() == pytest.approx(4 * 2 + 2, abs=1e-4)
 
 
 def _zoo_config(package, rel_path):
