@@ -5,7 +5,8 @@
 
 Counts follow fvcore / mmengine's convention (one fused multiply-add = one FLOP) on a traced forward pass in tensor
 mode (no NMS or post-processing). Attention through ``scaled_dot_product_attention`` is counted (mmengine does not
-by default); custom mmcv ops such as RoIAlign are not, as in mmdet's own get_flops.py.
+by default), focused linear attention through its exact PyTorch formulation; custom mmcv ops such as RoIAlign are
+not counted, as in mmdet's own get_flops.py.
 Default shapes: 800x1280 for detection (the papers' convention), the config's crop size for segmentation.
 """
 from __future__ import annotations
@@ -48,11 +49,16 @@ def sdpa_flop_jit(inputs, outputs):
 def count(model, inputs):
     """(flops, params) of ``model`` on ``inputs`` (a tuple of tensors)."""
     from mmengine.analysis import FlopAnalyzer, parameter_count
+
+    from linattn_vision.ops.focused_linear import use_reference
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
-    return analyzer.total(), parameter_count(model)['']
+    # the tracer must see the attention's matmuls, not the fused kernels' opaque op
+    with use_reference():
+        flops = analyzer.total()
+    return flops, parameter_count(model)['']
 
 
 def default_shape(cfg):
