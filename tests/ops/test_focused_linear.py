@@ -128,9 +128,9 @@ def test_bad_inputs_raise_clear_errors(bad, message):
 # ------------------------------------------------------------------------------------------------------ GPU
 
 GPU_TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
-GPU_CASES = [  # (B, N, heads, head_dim)
-    (2, 3136, 3, 32), (3, 197, 1, 64), (2, 1000, 6, 32), (2, 333, 5, 64), (1, 77, 2, 48), (2, 50, 3, 24),
-    (2, 70, 32, 16), (2, 45, 16, 32),
+GPU_CASES = [  # (B, N, heads, head_dim); C <= 64 runs the flat kernels, larger C the per-head ones
+    (2, 3136, 3, 32), (3, 197, 1, 64), (2, 1000, 6, 32), (1, 77, 2, 48), (2, 50, 3, 24), (2, 45, 16, 32),
+    (2, 70, 2, 16),
 ]
 
 

@@ -16,8 +16,8 @@ def tile_dims(num_heads: int, head_dim: int) -> tuple[int, int]:
 def kernels_support(num_heads: int, head_dim: int, fp32: bool = False) -> bool:
     """Whether the Triton kernels take this head layout and precision (otherwise the op uses the exact path).
 
-    Beyond C = 128 the kernels keep a per-head (H_PAD, D_PAD, D_PAD) state and batched 3D dots, whose fp32
-    (tf32x3) form needs more shared memory than an H100 has: fp32 inputs of that size take the exact path."""
+    Beyond C = 64 the kernels keep a per-head (H_PAD, D_PAD, D_PAD) state and batched 3D dots, whose fp32
+    form has not been made to fit shared memory yet: fp32 inputs of that size take the exact path."""
     if num_heads > 32 or head_dim > 128:
         return False
     if uses_flat_layout(num_heads, head_dim):
@@ -29,9 +29,9 @@ def kernels_support(num_heads: int, head_dim: int, fp32: bool = False) -> bool:
 
 
 def uses_flat_layout(num_heads: int, head_dim: int) -> bool:
-    """Small C: one [tokens, C_PAD] tile per program and block-diagonal (C_PAD, C_PAD) state, so every per-head
+    """Small C (<= 64; at 128 the loop-invariant fp32 state operands overflow shared memory): one [tokens, C_PAD] tile per program and block-diagonal (C_PAD, C_PAD) state, so every per-head
     product is a plain 2D dot (the off-diagonal head blocks are masked to zero)."""
-    return next_pow2(num_heads * head_dim) <= 128
+    return next_pow2(num_heads * head_dim) <= 64
 
 
 def state_shapes(num_heads: int, head_dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
