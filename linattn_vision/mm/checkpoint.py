@@ -42,7 +42,10 @@ def _history_buffer_getattr(owner: Any, name: str) -> Any:
     """Stands in for ``getattr`` while unpickling: a HistoryBuffer pickles its table of statistics methods as
     ``getattr(HistoryBuffer, 'mean')``, ...; that lookup, and no other, is allowed."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # the built-in statistics enter _statistics_methods only when a first HistoryBuffer is made, so a fresh
+    # process (a resume) has an empty table: allow them by name too
+    if owner is HistoryBuffer and (name in ('min', 'max', 'mean', 'current')
+                                   or name in HistoryBuffer._statistics_methods):
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(f'checkpoint asks for getattr({owner!r}, {name!r}); only the statistics methods '
                                  f'of mmengine HistoryBuffer are allowed')
