@@ -54,7 +54,8 @@ def _launch_config(num_heads: int, head_dim: int, N: int, B: int, device) -> dic
     splits = max(1, min(n_blocks, triton.cdiv(programs, B)))
     blocks_per_split = triton.cdiv(n_blocks, splits)
     splits = triton.cdiv(n_blocks, blocks_per_split)
-    return dict(flat=flat, C_PAD=c_pad, H_PAD=h_pad, D_PAD=d_pad, BLOCK_N=block_n, num_warps=num_warps,
+    seg = head_dim if head_dim == next_pow2(head_dim) else 0
+    return dict(flat=flat, SEG=seg, C_PAD=c_pad, H_PAD=h_pad, D_PAD=d_pad, BLOCK_N=block_n, num_warps=num_warps,
                 n_blocks=n_blocks, splits=splits, blocks_per_split=blocks_per_split)
 
 
@@ -334,6 +335,18 @@ def _block_diag(C, HEAD_DIM, C_PAD: tl.constexpr):
 
 
 @triton.jit
+def _head_sums(x, seg_matrix, BLOCK_N: tl.constexpr, C_PAD: tl.constexpr, SEG: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Each channel gets the sum of x over its head's channels. With a power-of-two head dim (SEG) this is a
+    reshape + sum in registers; otherwise a dot with the block-diagonal ones matrix `seg_matrix`."""
+    if SEG > 0:
+        x3 = tl.reshape(x, (BLOCK_N, C_PAD // SEG, SEG))
+        sums = tl.broadcast_to(tl.sum(x3, axis=2, keep_dims=True), (BLOCK_N, C_PAD // SEG, SEG))
+        return tl.reshape(sums, (BLOCK_N, C_PAD))
+    else:
+        return tl.dot(x, seg_matrix, input_precision=DOT_PREC)
+
+
+@triton.jit
 def _flat_load_state(kv_ptr, kmean_ptr, b, C_PAD: tl.constexpr):
     ci = tl.arange(0, C_PAD)
     kv = tl.load(kv_ptr + b.to(tl.int64) * C_PAD * C_PAD + ci[:, None] * C_PAD + ci[None, :])
@@ -378,20 +391,19 @@ def _flat_fwd_state_kernel(
 def _flat_fwd_out_kernel(
         q_ptr, s_ptr, kv_ptr, kmean_ptr, out_ptr, N, C, HEAD_DIM,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_PREC: tl.constexpr,
-        BLOCK_N: tl.constexpr, C_PAD: tl.constexpr):
+        BLOCK_N: tl.constexpr, C_PAD: tl.constexpr, SEG: tl.constexpr):
     b = tl.program_id(0)
     blk = tl.program_id(1)
     base = b.to(tl.int64) * N * C
     ch = tl.arange(0, C_PAD)[None, :]
     s = tl.load(s_ptr + ch, mask=ch < C, other=1.0)
     kv, kmean = _flat_load_state(kv_ptr, kmean_ptr, b, C_PAD)
-    # kmean spread over its head's block: phi @ kmean_bd gives each channel its head's phi . kmean
-    kmean_bd = tl.where(_block_diag(C, HEAD_DIM, C_PAD), kmean[:, None], 0.0)
+    ones_bd = tl.where(_block_diag(C, HEAD_DIM, C_PAD), 1.0, 0.0) if SEG == 0 else 0.0
     offs, valid = _flat_offsets(blk * BLOCK_N, N, C, BLOCK_N, C_PAD)
     q = tl.load(q_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
     phi, ah, bh, amax, n1, n2 = _flat_focus(q, s, valid, P, P_INT)
     num = tl.dot(phi, kv, input_precision=DOT_PREC)
-    den = tl.dot(phi, kmean_bd, input_precision=DOT_PREC) + 1e-6
+    den = _head_sums(phi * kmean[None, :], ones_bd, BLOCK_N, C_PAD, SEG, DOT_PREC) + 1e-6
     tl.store(out_ptr + base + offs, (num / den).to(out_ptr.dtype.element_ty), mask=valid)
 
 
@@ -400,7 +412,7 @@ def _flat_bwd_q_kernel(
         q_ptr, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
         N, C, HEAD_DIM, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_PREC: tl.constexpr,
-        BLOCK_N: tl.constexpr, C_PAD: tl.constexpr):
+        BLOCK_N: tl.constexpr, C_PAD: tl.constexpr, SEG: tl.constexpr):
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
@@ -408,8 +420,7 @@ def _flat_bwd_q_kernel(
     s = tl.load(s_ptr + ch, mask=ch < C, other=1.0)
     kv, kmean = _flat_load_state(kv_ptr, kmean_ptr, b, C_PAD)
     bd = _block_diag(C, HEAD_DIM, C_PAD)
-    kmean_bd = tl.where(bd, kmean[:, None], 0.0)
-    ones_bd = tl.where(bd, 1.0, 0.0)
+    ones_bd = tl.where(bd, 1.0, 0.0) if SEG == 0 else 0.0
     kv_t = tl.trans(kv)
     dkv = tl.zeros((C_PAD, C_PAD), dtype=tl.float32)
     dkmean = tl.zeros((C_PAD,), dtype=tl.float32)
@@ -419,10 +430,10 @@ def _flat_bwd_q_kernel(
         q = tl.load(q_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         dout = tl.load(dout_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         phi, ah, bh, amax, n1, n2 = _flat_focus(q, s, valid, P, P_INT)
-        den = tl.dot(phi, kmean_bd, input_precision=DOT_PREC) + 1e-6
+        den = _head_sums(phi * kmean[None, :], ones_bd, BLOCK_N, C_PAD, SEG, DOT_PREC) + 1e-6
         out = tl.dot(phi, kv, input_precision=DOT_PREC) / den
         g = dout / den
-        dden = -tl.dot(g * out, ones_bd, input_precision=DOT_PREC)
+        dden = -_head_sums(g * out, ones_bd, BLOCK_N, C_PAD, SEG, DOT_PREC)
         g_phi = tl.dot(g, kv_t, input_precision=DOT_PREC) + dden * kmean[None, :]
         dkv = tl.dot(tl.trans(phi), g, dkv, input_precision=DOT_PREC)
         dkmean += tl.sum(dden * phi, axis=0)
@@ -499,7 +510,7 @@ def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
         _flat_fwd_state_kernel[(B, splits)](k, v, pos_arg, s, kv_part, ksum_part, N, C, head_dim, bps, n_blocks,
                                             HAS_POS=has_pos, **meta)
         kv, kmean = kv_part.sum(1).div_(N), ksum_part.sum(1).div_(N)
-        _flat_fwd_out_kernel[(B, n_blocks)](q, s, kv, kmean, out, N, C, head_dim, **meta)
+        _flat_fwd_out_kernel[(B, n_blocks)](q, s, kv, kmean, out, N, C, head_dim, SEG=cfg['SEG'], **meta)
     else:
         _fwd_state_kernel[(B, splits)](k, v, pos_arg, s, kv_part, ksum_part, N, C, head_dim, num_heads, bps,
                                        n_blocks, HAS_POS=has_pos, **meta)
@@ -528,7 +539,7 @@ def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: 
     grid = (B, splits)
     if cfg['flat']:
         _flat_bwd_q_kernel[grid](q, dout, s, kv, kmean, dq, dkv_part, dkmean_part, ds_q_part,
-                                 N, C, head_dim, bps, n_blocks, **meta)
+                                 N, C, head_dim, bps, n_blocks, SEG=cfg['SEG'], **meta)
     else:
         _bwd_q_kernel[grid](q, dout, s, kv, kmean, dq, dkv_part, dkmean_part, ds_q_part,
                             N, C, head_dim, num_heads, bps, n_blocks, **meta)

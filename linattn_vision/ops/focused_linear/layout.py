@@ -29,9 +29,11 @@ def kernels_support(num_heads: int, head_dim: int, fp32: bool = False) -> bool:
 
 
 def uses_flat_layout(num_heads: int, head_dim: int) -> bool:
-    """Small C (<= 64; at 128 the loop-invariant fp32 state operands overflow shared memory): one [tokens, C_PAD] tile per program and block-diagonal (C_PAD, C_PAD) state, so every per-head
-    product is a plain 2D dot (the off-diagonal head blocks are masked to zero)."""
-    return next_pow2(num_heads * head_dim) <= 64
+    """Small C (C_PAD <= 64, or 128 with a power-of-two head dim, whose per-head sums need no block-diagonal
+    ones matrix in shared memory): one [tokens, C_PAD] tile per program and a block-diagonal (C_PAD, C_PAD)
+    state, so every per-head product is a plain 2D dot (the off-diagonal head blocks are masked to zero)."""
+    c_pad = next_pow2(num_heads * head_dim)
+    return c_pad <= 64 or (c_pad <= 128 and head_dim == next_pow2(head_dim))
 
 
 def state_shapes(num_heads: int, head_dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
