@@ -44,8 +44,11 @@ def _launch_config(num_heads: int, head_dim: int, N: int, B: int, device) -> dic
         block_n, num_warps = 32, 8  # best of a BLOCK_N x warps x splits sweep, Swin-T stage 1, H100
     if INTERPRET:
         block_n = 16
+    # two fp32 (C_PAD, C_PAD) state operands live in shared memory at C_PAD = 128: keep load pipelining shallow
+    num_stages = 2 if state >= 128 * 128 else 3
     block_n = CONFIG_OVERRIDE.get('BLOCK_N', block_n)
     num_warps = CONFIG_OVERRIDE.get('num_warps', num_warps)
+    num_stages = CONFIG_OVERRIDE.get('num_stages', num_stages)
     n_blocks = triton.cdiv(N, block_n)
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
         if device.type == 'cuda' else 4
@@ -56,6 +59,7 @@ def _launch_config(num_heads: int, head_dim: int, N: int, B: int, device) -> dic
     splits = triton.cdiv(n_blocks, blocks_per_split)
     seg = head_dim if head_dim == next_pow2(head_dim) else 0
     return dict(flat=flat, SEG=seg, C_PAD=c_pad, H_PAD=h_pad, D_PAD=d_pad, BLOCK_N=block_n, num_warps=num_warps,
+                num_stages=num_stages,
                 n_blocks=n_blocks, splits=splits, blocks_per_split=blocks_per_split)
 
 
@@ -499,7 +503,7 @@ def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
     splits, bps, n_blocks = cfg['splits'], cfg['blocks_per_split'], cfg['n_blocks']
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_PREC=_dot_precision(q, k, v),
-                BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'])
+                BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
     meta.update(dict(C_PAD=cfg['C_PAD']) if cfg['flat'] else dict(H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD']))
     kv_part = q.new_empty(B, splits, *kv_shape, dtype=torch.float32)
     ksum_part = q.new_empty(B, splits, *kmean_shape, dtype=torch.float32)
@@ -527,7 +531,7 @@ def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: 
     splits, bps, n_blocks = cfg['splits'], cfg['blocks_per_split'], cfg['n_blocks']
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_PREC=_dot_precision(q, k, v),
-                BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'])
+                BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
     meta.update(dict(C_PAD=cfg['C_PAD']) if cfg['flat'] else dict(H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD']))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dkv_part = q.new_empty(B, splits, *kv_shape, dtype=torch.float32)
