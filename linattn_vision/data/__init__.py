@@ -1,9 +1,12 @@
 """Deterministic demo data in the real COCO, ADE20K and ImageFolder formats (numpy + OpenCV only).
 
 ``make_demo_data('data/demo')`` writes synthetic scenes of six shape classes (textured backgrounds, varied colour,
-size, rotation, occlusion) that the stock mmdet ``CocoDataset``, mmseg ``ADE20KDataset`` and torchvision
-``ImageFolder`` load unchanged. Configs pass ``metainfo=dict(classes=DEMO_CLASSES)`` (detection) or
-``DEMO_SEG_CLASSES`` (segmentation, with ``reduce_zero_label=True``).
+size, rotation, occlusion) that the stock mmdet ``CocoDataset``, mmseg dataset classes and torchvision
+``ImageFolder`` load unchanged. Detection configs pass ``metainfo=dict(classes=DEMO_CLASSES, palette=DEMO_PALETTE)``
+to ``CocoDataset``. Segmentation configs read the ADE20K folders with ``type='BaseSegDataset'``, ``img_suffix='.jpg'``,
+``seg_map_suffix='.png'``, ``reduce_zero_label=True`` and ``metainfo=dict(classes=DEMO_SEG_CLASSES,
+palette=DEMO_SEG_PALETTE)``: ``ADE20KDataset`` itself is BaseSegDataset with those defaults but rejects class names
+that are not among its own 150 (``ValueError`` from ``get_label_map``).
 """
 from .demo import (DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, DEFAULT_SIZE, DEMO_TASKS, demo_data_paths, generator_hash,
                    make_demo_data)

@@ -88,6 +88,9 @@ def make_demo_data(root: str | os.PathLike = 'data/demo', tasks: Sequence[str] =
     for name, value, low in (('num_train', num_train, 1), ('num_val', num_val, 1), ('size', size, 32)):
         if int(value) != value or value < low:
             raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+    if 'imagenet' in tasks and min(num_train, num_val) < len(formats.DEMO_WNIDS):
+        raise ValueError(f'the imagenet task needs at least one image per class ({len(formats.DEMO_WNIDS)}) in '
+                         f'each split, got num_train={num_train}, num_val={num_val}')
     log = log or (lambda message: None)
     root = Path(root)
     params = dict(num_train=int(num_train), num_val=int(num_val), size=int(size), seed=int(seed))
