@@ -98,10 +98,13 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+# the ADE20K layout with the demo's own classes (ADE20KDataset accepts only subsets of its 150 names)
+demo_dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
+                    seg_map_suffix='.png', reduce_zero_label=True)
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(demo_dataset, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                      dataset=dict(demo_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
 param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=2, by_epoch=False)]
