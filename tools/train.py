@@ -51,7 +51,7 @@ def main(argv=None):
             launch.enable_amp(cfg)
         if args.auto_scale_lr:
             if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-                raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+                raise launch.UserInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
             cfg.auto_scale_lr.enable = True
         launch.apply_resume(cfg, args.resume)
         launch.check_inputs(cfg, loaders=('train', 'val'))

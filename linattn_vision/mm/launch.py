@@ -13,6 +13,7 @@ import sys
 from typing import Iterator, Sequence
 
 from .checkpoint import trusted_checkpoint_loading  # noqa: F401  (the drivers wrap runner.train/test in it)
+from .errors import UserInputError
 
 CLASSIFICATION_SCOPE = 'linattn_vision'
 DENSE_SCOPES = ('mmdet', 'mmseg')
@@ -26,7 +27,11 @@ def load_config(config: str, cfg_options: dict | None = None, launcher: str = 'n
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (TypeError, KeyError, ValueError) as e:  # e.g. a key set inside a value the config has as None
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise UserInputError(f'--cfg-options do not fit {config}: {message}') from e
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -46,8 +51,8 @@ def enable_amp(cfg) -> None:
         print_log('AMP training is already enabled in the config.', logger='current')
         return
     if wrapper_type != 'OptimWrapper':
-        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper or AmpOptimWrapper, the config has '
-                         f'{wrapper_type!r}')
+        raise UserInputError(f'--amp needs optim_wrapper.type OptimWrapper or AmpOptimWrapper, the config has '
+                             f'{wrapper_type!r}')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -92,11 +97,13 @@ def enable_visualization(cfg, scope: str, show: bool, show_dir: str | None, wait
     mmdet's and mmseg's own tools/test.py do (mmdet saves under ``work_dir/<timestamp>/<show_dir>``, mmseg under the
     visualizer's ``save_dir``)."""
     if scope not in DENSE_SCOPES:
-        raise ValueError(f'--show / --show-dir draw detection and segmentation results; config scope is {scope!r}')
+        raise UserInputError(f'--show / --show-dir draw detection and segmentation results; the config\'s '
+                             f'default_scope is {scope!r}')
     hook = (cfg.get('default_hooks') or {}).get('visualization')
     if hook is None:
-        raise ValueError('--show / --show-dir need a visualization hook in default_hooks, e.g. '
-                         f'visualization=dict(type=\'{"DetVisualizationHook" if scope == "mmdet" else "SegVisualizationHook"}\')')
+        hook_type = 'DetVisualizationHook' if scope == 'mmdet' else 'SegVisualizationHook'
+        raise UserInputError(f'--show / --show-dir need a visualization hook in default_hooks, e.g. '
+                             f'visualization=dict(type={hook_type!r})')
     hook['draw'] = True
     if show:
         hook['show'] = True
@@ -111,7 +118,7 @@ def enable_visualization(cfg, scope: str, show: bool, show_dir: str | None, wait
 def add_dump_metric(runner, scope: str, out: str) -> None:
     """``--out``: pickle the predictions next to the metrics (mmdet's DumpDetResults, mmengine's DumpResults)."""
     if not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must be a .pkl or .pickle file, got {out}')
+        raise UserInputError(f'--out must be a .pkl or .pickle file, got {out}')
     if scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))

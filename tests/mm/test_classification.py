@@ -219,8 +219,8 @@ def test_image_folder_labels_and_transforms(tmp_path):
     # squash: both sides to 32 / 0.875 = 36, then the center 32 x 32
     img = Image.open(val.samples[0][0]).convert('RGB')
     resized = img.resize((36, 36), Image.BICUBIC).crop((2, 2, 34, 34))
-    expected = (torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255
-                - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected = (torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255 - mean[:, None, None]) / std[:, None, None]
     assert torch.allclose(val[0]['inputs'], expected, atol=0.02)
 
 

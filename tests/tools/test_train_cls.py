@@ -222,6 +222,34 @@ def test_test_tool_reports_top1(full_run, toy_root, tmp_path, capsys):
     assert untrained['accuracy/top1'] <= trained['accuracy/top1'] - 25
 
 
+def test_driver_options_edit_the_config(tmp_path):
+    from mmengine.config import Config
+
+    from linattn_vision.mm import launch
+    from linattn_vision.mm.errors import UserInputError
+    config = str(REPO / 'configs' / 'cls' / 'flatten_swin_t_in1k.py')
+    cfg = launch.load_config(config, {'train_dataloader.batch_size': 64})
+    assert cfg.train_dataloader.batch_size == 64 and cfg.work_dir == './work_dirs/flatten_swin_t_in1k'
+    assert launch.config_scope(cfg) == launch.CLASSIFICATION_SCOPE
+    launch.enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=5.0)  # the rest of the wrapper is kept
+    launch.apply_resume(cfg, 'auto')
+    assert cfg.resume is True and cfg.load_from is None
+    with pytest.raises(FileNotFoundError, match='--resume checkpoint not found'):
+        launch.apply_resume(cfg, str(tmp_path / 'nope.pth'))
+    with pytest.raises(UserInputError, match="default_scope is 'linattn_vision'"):
+        launch.enable_visualization(cfg, 'linattn_vision', False, 'shows', 2)
+    det = Config(dict(default_scope='mmdet', default_hooks=dict(visualization=dict(type='DetVisualizationHook'))))
+    launch.enable_visualization(det, 'mmdet', False, 'shows', 2)
+    assert det.default_hooks.visualization == dict(type='DetVisualizationHook', draw=True, test_out_dir='shows')
+    seg = Config(dict(default_scope='mmseg', default_hooks=dict(visualization=dict(type='SegVisualizationHook')),
+                      visualizer=dict(type='SegLocalVisualizer')))
+    launch.enable_visualization(seg, 'mmseg', True, 'shows', 1)
+    assert seg.default_hooks.visualization.draw and seg.default_hooks.visualization.show
+    assert seg.visualizer.save_dir == 'shows'
+
+
 def run_tool(*args, env=None):
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
