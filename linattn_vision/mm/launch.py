@@ -142,8 +142,8 @@ def prepare_distributed(cfg) -> None:
         if cfg.launcher == 'pytorch':
             dist.init_process_group(backend='gloo')
         else:
-            raise RuntimeError(f'--launcher {cfg.launcher} needs CUDA on this machine; use --launcher pytorch '
-                               f'(torchrun) for CPU runs')
+            raise UserInputError(f'--launcher {cfg.launcher} needs CUDA on this machine; use --launcher pytorch '
+                                 f'(torchrun) for CPU runs')
     env_cfg = cfg.get('env_cfg') or {}
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     cfg.env_cfg = env_cfg
