@@ -165,7 +165,7 @@ def _paint(rng, size, placed, num_blobs) -> np.ndarray:
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def sample_scene(rng: np.random.Generator, size: int, num_objects=(2, 6), radius_range=(0.07, 0.22),
+def sample_scene(rng: np.random.Generator, size: int, num_objects=(2, 5), radius_range=(0.09, 0.25),
                  min_visible: float = 0.5, min_fragment: int = 8, max_tries: int = 25) -> Scene:
     """A scene with ``num_objects`` (inclusive range) objects of random classes, possibly occluding each other.
 
