@@ -252,7 +252,10 @@ def load_backbone_checkpoint(backbone: LinAttnBackbone, path: str, prefix: str |
         filter_fn = _model_filter_fn(target)
         fits = all(k in model_sd and model_sd[k].shape == v.shape for k, v in model_own.items())
         if not fits and filter_fn is not None:
-            model_sd = filter_fn(dict(model_sd), target)
+            try:
+                model_sd = filter_fn(dict(model_sd), target)
+            except CheckpointError as e:  # the filter names the keys; add the file
+                raise CheckpointError(f'{path}: {e}') from None
     target_own = target.state_dict()
 
     unexpected = [k for k in model_sd if k not in target_own and k not in skipped]

@@ -212,5 +212,5 @@ def test_bad_input_gives_one_line(tmp_path, demo_roots):
     import torch
     torch.save({'model': {'blocks.0.weight': torch.zeros(2)}}, wrong)
     rc, out = run_tool(['tools/train.py', config, '--work-dir', tmp_path / 'w4', '--cfg-options',
-                        f'model.backbone.init_cfg.type=Pretrained', f'model.backbone.init_cfg.checkpoint={wrong}'])
+                        f'model.backbone.pretrained={wrong}'])
     _one_line_error(rc, out, str(wrong), 'blocks.0.weight')
