@@ -233,8 +233,9 @@ class PyramidVisionTransformer(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Position embeddings and the attention's position parameters (FLatten encodings, agent biases)."""
-        return no_weight_decay_names(self)
+        # as the official models: they list only 'cls_token', which they do not have, so their optimizer decays the
+        # position embeddings, positional encodings, focusing scales and agent biases like any other weight
+        return set()
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -360,20 +361,6 @@ class PyramidVisionTransformer(nn.Module):
 
 
 # --- helpers shared with pvt_v2 -------------------------------------------------------------------------------
-
-# parameters that encode positions; excluded from weight decay
-_POSITION_PARAM_PREFIXES = ('pos_embed', 'positional_encoding')
-_POSITION_PARAM_SUFFIX = '_bias'  # agent biases: an_bias, na_bias, ah_bias, aw_bias, ha_bias, wa_bias
-
-
-def no_weight_decay_names(model: nn.Module) -> set:
-    names = set()
-    for name, _ in model.named_parameters():
-        leaf = name.rsplit('.', 1)[-1]
-        if leaf.startswith(_POSITION_PARAM_PREFIXES) or (leaf.endswith(_POSITION_PARAM_SUFFIX) and leaf != 'bias'):
-            names.add(name)
-    return names
-
 
 def check_image_batch(model: nn.Module, x: torch.Tensor, min_size: int):
     """A clear error for anything but an NCHW batch of at least ``min_size`` x ``min_size`` pixels."""

@@ -24,7 +24,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers import FocusedLinearAttention, to_hw
 from ._builder import build_official_model, make_cfg
-from .pvt import Block, check_image_batch, filter_state_dict, no_weight_decay_names, per_stage
+from .pvt import Block, check_image_batch, filter_state_dict, per_stage
 
 __all__ = ['PyramidVisionTransformerV2', 'OverlapPatchEmbed', 'MlpWithDepthwiseConv', 'checkpoint_filter_fn']
 
@@ -204,8 +204,9 @@ class PyramidVisionTransformerV2(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """The attention's position parameters (FLatten positional encodings)."""
-        return no_weight_decay_names(self)
+        # as the official model: it lists pos_embed{i} / cls_token, which PVTv2 does not have, so its optimizer
+        # decays the positional encodings and focusing scales like any other weight
+        return set()
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -183,11 +183,14 @@ def test_timm_api():
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 512)
 
-    nwd = model.no_weight_decay()
-    assert {'pos_embed1', 'pos_embed4', 'block1.0.attn.an_bias', 'block4.1.attn.wa_bias'} <= nwd
-    assert not any(n.endswith(('.weight', '.bias')) and not n.endswith('_bias') for n in nwd)
+    # the official recipe decays every weight of more than one dim, position embeddings and agent biases included
+    assert model.no_weight_decay() == set()
+    from timm.optim import param_groups_weight_decay
+    groups = param_groups_weight_decay(model, 0.05, no_weight_decay_list=model.no_weight_decay())
+    decayed = {id(p) for g in groups if g['weight_decay'] for p in g['params']}
+    assert id(model.pos_embed1) in decayed and id(model.block1[0].attn.an_bias) in decayed
+    assert id(model.block1[0].attn.q.bias) not in decayed
     flat = timm.create_model('flatten_pvt_t')
-    assert 'block2.1.attn.positional_encoding' in flat.no_weight_decay()
 
     # every parameter lands in a layer-decay group: stem first, blocks in order (a stage's patch embedding with its
     # first block, the final norm with the last block), the head last
