@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import timm
 import torch
@@ -79,13 +79,12 @@ class LinAttnBackbone(BaseModule):
         init_cfg: ``dict(type='Pretrained', checkpoint=path, prefix=None, strict=True)``; ``prefix`` selects the keys
             of a bigger checkpoint (default: ``backbone.`` when the file is an mmengine detector / segmentor).
     """
-    # keyword arguments that make the timm model of a family accept any input size
-    any_size_kwargs: dict[str, Any] = {}
     # default per-output norm of the family (Swin-style backbones add one; PVT stages end in their own or none)
     default_out_norm: dict | None = dict(type='LN')
 
-    def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), out_norm: Mapping | None | str = 'default',
-                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False, drop_path_rate: float | None = None,
+    def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_norm: Mapping | None | str = 'default', frozen_stages: int = -1, norm_eval: bool = False,
+                 with_cp: bool = False, drop_path_rate: float | None = None,
                  img_size: int | Sequence[int] | None = None, model_kwargs: Mapping | None = None,
                  pretrained: str | None = None, init_cfg: Mapping | None = None):
         if pretrained is not None:
@@ -100,7 +99,8 @@ class LinAttnBackbone(BaseModule):
             raise UnknownBackboneError(f'{type(self).__name__}: unknown timm model {model_name!r}'
                                        + (f' (known: {known})' if known else ''))
         self.model_name = model_name
-        kwargs = dict(self.any_size_kwargs)
+        # the models take any input size themselves: position tables and agent biases follow the live grid
+        kwargs = {}
         if img_size is not None:
             kwargs['img_size'] = img_size
         if drop_path_rate is not None:

@@ -99,6 +99,7 @@ def check_backbone_cfg(cfg) -> None:
     with MODELS.switch_scope_and_registry(scope) as registry:
         if registry.get(backbone['type']) is None:
             ours = ', '.join(sorted(n for n in MODELS.module_dict if n.startswith(('FLatten', 'Agent'))))
+            ours = ours or 'none registered - is linattn_vision.mm.backbones in custom_imports?'
             raise UnknownBackboneError(
                 f'unknown backbone type {backbone["type"]!r} (model.backbone.type, registry scope {scope!r}); '
-                f'FLatten / Agent backbones: {ours or "none registered - is linattn_vision.mm.backbones in custom_imports?"}')
+                f'FLatten / Agent backbones: {ours}')
