@@ -1,6 +1,4 @@
 """OpenMMLab backbones over the timm models: features, registry, freezing, checkpoint loading."""
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 from linattn_vision.checkpoint import CheckpointError
 from linattn_vision.mm import backbones
 from linattn_vision.mm.errors import UnknownBackboneError
+from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # small variants: one block a stage, narrow stages (heads divide the widths)
 TINY_PVT = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 40, 64))
@@ -124,28 +123,11 @@ def test_with_cp_same_gradients():
         torch.testing.assert_close(grads_cp[n], grads_plain[n], rtol=1e-4, atol=1e-6)
 
 
-def _save_official(path, state_dict):
-    """Write a file laid out like the official releases: {'model', 'optimizer', 'epoch', 'config': yacs CfgNode}."""
-    yacs = types.ModuleType('yacs')
-    yacs_config = types.ModuleType('yacs.config')
-
-    class CfgNode(dict):
-        pass
-    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
-    yacs_config.CfgNode = CfgNode
-    sys.modules.update({'yacs': yacs, 'yacs.config': yacs_config})
-    try:
-        config = CfgNode(MODEL=CfgNode(TYPE='agent_pvt', NAME='agent_pvt_tiny'))
-        torch.save({'model': state_dict, 'optimizer': {}, 'epoch': 299, 'max_accuracy': 75.4, 'config': config}, path)
-    finally:
-        del sys.modules['yacs'], sys.modules['yacs.config']
-
-
 def test_official_imagenet_file_loads_with_zero_missing_keys(tmp_path):
     import timm
     classifier = timm.create_model('agent_pvt_t', num_classes=1000, **TINY_PVT)
     path = tmp_path / 'agent_pvt_t.pth'
-    _save_official(path, classifier.state_dict())
+    save_official_checkpoint(path, classifier.state_dict())
 
     model = backbones.AgentPVT(arch='t', model_kwargs=TINY_PVT, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     report = backbones.load_backbone_checkpoint(model, str(path))
@@ -207,7 +189,7 @@ def test_official_checkpoint_transfers_into_detector_backbone(tmp_path):
 
     classifier = timm.create_model('flatten_pvt_t', num_classes=1000, **TINY_PVT)
     path = tmp_path / 'flatten_pvt_t.pth'
-    _save_official(path, classifier.state_dict())
+    save_official_checkpoint(path, classifier.state_dict())
     cfg = Config.fromfile(REPO / 'configs/det/mask-rcnn_flatten-pvt-t_fpn_1x_coco.py')
     cfg.model.backbone.update(model_kwargs=TINY_PVT, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     cfg.model.neck.in_channels = list(TINY_PVT['embed_dims'])
