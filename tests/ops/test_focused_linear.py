@@ -176,3 +176,18 @@ def test_triton_deterministic_and_compiles():
         assert torch.equal(a, b)
     for a, b in zip(runs[0], runs[2]):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize('num_heads, head_dim, flat, half_ok, fp32_ok', [
+    (3, 32, True, True, True),      # FLatten-Swin-T stage 1
+    (1, 64, True, True, True),      # FLatten-PVT-T stage 1
+    (3, 24, False, True, False),    # C_PAD 128, head dim no power of two: per-head 3D kernels
+    (6, 32, False, True, False),    # Swin-T stage 2: per-head 3D kernels
+    (16, 32, False, False, False),  # state too large for the 3D kernels' shared memory: exact path
+    (2, 256, False, False, False),
+])
+def test_kernel_layout_routing(num_heads, head_dim, flat, half_ok, fp32_ok):
+    from linattn_vision.ops.focused_linear.layout import kernels_support, uses_flat_layout
+    assert uses_flat_layout(num_heads, head_dim) == flat
+    assert kernels_support(num_heads, head_dim, fp32=False) == half_ok
+    assert kernels_support(num_heads, head_dim, fp32=True) == fp32_ok
