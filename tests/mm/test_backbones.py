@@ -108,6 +108,24 @@ def test_frozen_stages_and_norm_eval():
     assert torch.equal(model.norm2.running_mean, before)
 
 
+@pytest.mark.parametrize('type_name', sorted(TINY))
+def test_frozen_stages_and_with_cp_in_every_family(type_name):
+    arch, kwargs = TINY[type_name]
+    model = build(type_name, arch=arch, model_kwargs=kwargs, frozen_stages=2, with_cp=True).train()
+    # a random projection: plain means of layer-normalised outputs carry (almost) no gradient
+    sum((f * torch.randn_like(f)).sum() for f in model(torch.randn(1, 3, 64, 64))).backward()
+    stage_params = {i: [p for n, p in model.model.named_parameters() if model._stage_of(n) == i] for i in range(4)}
+    stem = [p for n, p in model.model.named_parameters() if model._stage_of(n) is None]
+    assert stem and all(not p.requires_grad and p.grad is None for p in stem)  # patch embedding and the like
+    for i in (0, 1):
+        assert stage_params[i] and all(not p.requires_grad and p.grad is None for p in stage_params[i])
+    for i in (2, 3):
+        assert stage_params[i] and all(p.requires_grad for p in stage_params[i])
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stage_params[i])
+    assert not model.model.get_submodule(model.stage_modules[1]).training
+    assert model.model.get_submodule(model.stage_modules[2]).training
+
+
 def test_with_cp_same_gradients():
     torch.manual_seed(0)
     plain = backbones.FLattenPVT(arch='t', model_kwargs=TINY_PVT)
