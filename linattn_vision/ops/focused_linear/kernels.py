@@ -1,13 +1,18 @@
-"""Triton kernels for focused linear attention (forward state + output passes, two backward passes).
+"""Triton kernels for focused linear attention: forward state + output passes, query-side and key/value-side
+backward passes, each recomputing phi from the raw inputs.
 
-Layout: every program holds a token block of ALL heads as a 3D tile [H_PAD, BLOCK_N, D_PAD], because the focusing
-function normalises over the full C channels of a token (across heads). Heads and head dims are padded to powers
-of two and masked; padded lanes are forced to zero before anything is accumulated.
+Every program holds a token block of ALL heads, because the focusing function normalises over the full C channels
+of a token (across heads). Two layouts (layout.py chooses):
+- flat (C_PAD <= 64, or 128 with a power-of-two head dim): a [BLOCK_N, C_PAD] tile and a block-diagonal
+  (C_PAD, C_PAD) state; per-head products are 2D dots, per-head sums a reshape or a dot with the block mask;
+- per-head: a [H_PAD, BLOCK_N, D_PAD] tile and an (H_PAD, D_PAD, D_PAD) state with batched 3D dots.
+Padded lanes are masked on load and forced to zero before anything is accumulated.
 
 Numerics: loads are upcast to fp32, the focusing arithmetic runs in fp32 on max-normalised values
 (a / max(a), so a^p and its norm cannot overflow whatever the input magnitude), dots accumulate in fp32
-(tf32 operands for half inputs, plain fp32 products for fp32 inputs). Reductions over N are split across programs; the
-per-split partials are summed afterwards with torch in a fixed order, so results are deterministic.
+(tf32 operands for half inputs, plain fp32 products for fp32 inputs). Reductions over N are split across
+(batch, split) programs; the per-split partials are summed afterwards with torch in a fixed order, so results
+are deterministic. N is a runtime argument and there is no autotuning: a new resolution does not recompile.
 
 Set TRITON_INTERPRET=1 before importing this module to run the kernels on CPU tensors (tests do this).
 """
