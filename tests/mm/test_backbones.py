@@ -157,6 +157,22 @@ def test_official_imagenet_file_loads_with_zero_missing_keys(tmp_path):
             assert torch.equal(model.model.state_dict()[name], value), name
 
 
+@pytest.mark.parametrize('type_name', sorted(TINY))
+def test_official_file_transfers_in_every_family(type_name, tmp_path):
+    """Each family's official-layout ImageNet file (classifier keys, 224 position tables) loads with no key missing."""
+    import timm
+    arch, kwargs = TINY[type_name]
+    backbone = build(type_name, arch=arch, model_kwargs=kwargs)
+    classifier = timm.create_model(backbone.model_name, num_classes=1000, **kwargs)
+    path = save_official_checkpoint(tmp_path / 'official.pth', classifier.state_dict())
+    report = backbones.load_backbone_checkpoint(backbone, str(path))
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert report['skipped'] and all(k.startswith(('head.', 'norm.')) for k in report['skipped'])
+    reference = classifier.state_dict()
+    for name, value in backbone.model.state_dict().items():
+        assert torch.equal(value, reference[name]), name
+
+
 def test_pretrained_argument_as_mmseg_passes_it(tmp_path):
     import timm
     path = tmp_path / 'agent_pvt_t.pth'
