@@ -56,6 +56,24 @@ def test_nchw_features_at_any_input_size(type_name):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
+@pytest.mark.parametrize('type_name', ['AgentPVT', 'FLattenSwin', 'AgentSwin'])
+def test_position_parameters_train_at_detection_sizes(type_name):
+    """At another input size the resized position tables / agent biases still get gradients, step after step
+    (a cached resize must not cut them off)."""
+    arch, kwargs = TINY[type_name]
+    model = build(type_name, arch=arch, model_kwargs=kwargs).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    position = [n for n, _ in model.named_parameters()
+                if n.rsplit('.', 1)[-1] in ('pos_embed1', 'positional_encoding', 'an_bias', 'ah_bias')]
+    assert position
+    for _ in range(2):
+        optimizer.zero_grad()
+        sum((f * torch.randn_like(f)).sum() for f in model(torch.randn(2, 3, 96, 128))).backward()
+        grads = dict(model.named_parameters())
+        assert all(grads[n].grad is not None and grads[n].grad.abs().sum() > 0 for n in position)
+        optimizer.step()
+
+
 def test_out_indices_select_and_norm_outputs():
     # timm's own Swin through the generic wrapper
     model = build('LinAttnBackbone', model_name='swin_tiny_patch4_window7_224', out_indices=(1, 3),
