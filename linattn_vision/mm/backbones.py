@@ -201,7 +201,7 @@ class LinAttnBackbone(BaseModule):
             pretrained = [c for c in cfg if c.get('type') == 'Pretrained']
             cfg = pretrained[-1] if pretrained else None
         if cfg is None or cfg.get('type') != 'Pretrained':
-            # timm initialised the model at construction; the output norms start as identity maps
+            # timm initialised the model at construction; the output norms keep their default init
             super().init_weights()
             return
         load_backbone_checkpoint(self, cfg['checkpoint'], prefix=cfg.get('prefix'), strict=cfg.get('strict', True),
