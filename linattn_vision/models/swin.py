@@ -36,7 +36,7 @@ from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import (
-    AgentAttention, FocusedLinearAttention, relative_position_index, resize_axis, resize_rel_pos_table,
+    AgentAttention, FocusedLinearAttention, GridCache, relative_position_index, resize_axis, resize_rel_pos_table,
     resize_tokens_grid, to_hw,
 )
 from ._builder import (
@@ -84,6 +84,7 @@ class WindowAttention(nn.Module):
         wh, ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
         self._index_cache: Dict[tuple, torch.Tensor] = {}  # no buffer: models built on 'meta' stay valid
+        self._bias_cache = GridCache()
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -91,7 +92,10 @@ class WindowAttention(nn.Module):
         trunc_normal_(self.relative_position_bias_table, std=.02)
 
     def relative_position_bias(self, window: Tuple[int, int]) -> torch.Tensor:
-        """(1, heads, N, N) bias for a (wh, ww) window."""
+        """(1, heads, N, N) bias for a (wh, ww) window (cached per window when no gradient is needed)."""
+        return self._bias_cache.get(window, (self.relative_position_bias_table,), lambda: self._gather_bias(window))
+
+    def _gather_bias(self, window: Tuple[int, int]) -> torch.Tensor:
         device = self.relative_position_bias_table.device
         index = self._index_cache.get((window, device))
         if index is None:
@@ -203,7 +207,8 @@ class SwinBlock(nn.Module):
         B, H, W, C = x.shape
         window, shift = self.window_and_shift(H, W)
         pad_h, pad_w = (-H) % window[0], (-W) % window[1]
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
         shifted = any(shift)
         if shifted:
@@ -236,7 +241,8 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
 
@@ -253,7 +259,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
-        x = F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p))
+        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
