@@ -35,20 +35,20 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _launch_config(num_heads: int, head_dim: int, N: int, B: int, device) -> dict:
+def _launch_config(num_heads: int, head_dim: int, N: int, B: int, device, backward: bool = False) -> dict:
     flat = uses_flat_layout(num_heads, head_dim)
     h_pad, d_pad = tile_dims(num_heads, head_dim)
     c_pad = max(16, next_pow2(num_heads * head_dim)) if flat else h_pad * d_pad
     state = c_pad * c_pad if flat else h_pad * d_pad * d_pad
     # keep a token tile around 4-8K fp32 values per program
     block_n = max(16, min(64, 8192 // c_pad))
+    num_warps = 4 if max(state, block_n * c_pad) <= 8192 else 8
+    if c_pad >= 128 and (backward or not flat):
+        # best of BLOCK_N x warps sweeps on Swin-T stage 1 (H100): the backward passes hold more live tiles and
+        # do best at 32 tokens for either layout; the flat forward does best at 64 (the default above)
+        block_n, num_warps = 32, 8
     if INTERPRET:
         block_n = 16  # fewer wasted rows in the (slow) interpreter at the tiny test sizes
-    num_warps = 4 if max(state, block_n * c_pad) <= 8192 else 8
-    if not flat and c_pad >= 128:
-        block_n, num_warps = 32, 8  # best of a BLOCK_N x warps x splits sweep, Swin-T stage 1, H100
-    if INTERPRET:
-        block_n = 16
     # two fp32 (C_PAD, C_PAD) state operands live in shared memory at C_PAD = 128: keep load pipelining shallow
     num_stages = 2 if state >= 128 * 128 else 3
     block_n = CONFIG_OVERRIDE.get('BLOCK_N', block_n)
@@ -532,7 +532,7 @@ def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: 
     """Returns dq, dk, dv (dtypes of q, k, v) and ds = dL/d softplus(scale) as fp32 (C,)."""
     B, N, C = q.shape
     head_dim = C // num_heads
-    cfg = _launch_config(num_heads, head_dim, N, B, q.device)
+    cfg = _launch_config(num_heads, head_dim, N, B, q.device, backward=True)
     splits, bps, n_blocks = cfg['splits'], cfg['blocks_per_split'], cfg['n_blocks']
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_PREC=_dot_precision(q, k, v),
