@@ -11,6 +11,7 @@ forward reads q, k, v and writes out (4 BNC); backward reads q, k, v, dout and w
 """
 import argparse
 import datetime
+import gc
 import statistics
 
 import torch
@@ -108,7 +109,10 @@ def bench_one(fn, dtype, B, N, C, heads, reps):
         torch.autograd.grad(out, inputs, dout)
 
     fwdbwd_times = time_cuda(fwd_bwd, reps=reps)
+    # drop anything a previous method left for the garbage collector, so the baseline holds the inputs only
+    gc.collect()
     torch.cuda.synchronize()
+    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     fwd_bwd()
