@@ -1,20 +1,113 @@
-"""Helpers shared by every model family: pretrained cfgs, official-checkpoint loading, filters, size checks."""
+"""Helpers shared by every model family: the common timm model API, pretrained cfgs, official-checkpoint loading,
+filters, size checks."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import get_device_dtype, trunc_normal_
 from timm.models import build_model_with_cfg
+from timm.models._features import feature_take_indices
 
 from .. import checkpoint as ckpt
 
 __all__ = [
-    'make_cfg', 'official_checkpoint_loading', 'build_official_model', 'official_state_dict',
+    'TimmApiMixin', 'stage_intermediates', 'drop_stages_after', 'make_cfg', 'official_checkpoint_loading', 'build_official_model', 'official_state_dict',
     'check_fits_ignoring_classifier', 'check_min_input_size', 'model_name',
 ]
+
+
+class TimmApiMixin:
+    """The parts of timm's model API that every family here shares.
+
+    A model lists it before ``nn.Module`` and provides ``num_features``, ``global_pool``, ``head_drop``, ``head``
+    and ``forward_features``. Class attributes say what differs:
+
+    * ``global_pools``: the accepted ``global_pool`` values.
+    * ``pool_dims``: the spatial dims of ``forward_features``' output that ``'avg'`` pooling averages.
+    """
+    global_pools: Tuple[str, ...] = ('avg', '')
+    pool_dims: Tuple[int, ...] = (-2, -1)
+
+    def _check_global_pool(self, global_pool: str):
+        if global_pool not in self.global_pools:
+            names = [repr(p) for p in self.global_pools]
+            raise ValueError(f"global_pool must be {', '.join(names[:-1])} or {names[-1]}, got {global_pool!r}")
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        # the official releases' init: truncated normal linears, unit layer norms, zero biases
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self._check_global_pool(global_pool)
+            self.global_pool = global_pool
+        dd = get_device_dtype(self)
+        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'avg':
+            x = x.mean(dim=self.pool_dims)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def stage_intermediates(
+        forward_stage: Callable[[int, torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        num_stages: int,
+        indices: Optional[Union[int, List[int]]],
+        stop_early: bool,
+        intermediates_only: bool,
+) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    """``forward_intermediates`` of a model whose stages each map a tensor to the next (``forward_stage(i, x)``)
+    and whose stage outputs are the intermediates as they are."""
+    take_indices, max_index = feature_take_indices(num_stages, indices)
+    last = max_index if stop_early or intermediates_only else num_stages - 1
+    intermediates = []
+    for i in range(last + 1):
+        x = forward_stage(i, x)
+        if i in take_indices:
+            intermediates.append(x)
+    if intermediates_only:
+        return intermediates
+    return x, intermediates
+
+
+def drop_stages_after(model: nn.Module, max_index: int, stage_attrs: Callable[[int], Sequence[str]]) -> bool:
+    """Delete the modules of the stages after ``max_index`` (``stage_attrs(i)`` names those of stage ``i``) and
+    shrink ``num_stages`` / ``num_features`` to match. Returns whether the last stage went."""
+    for i in range(max_index + 1, model.num_stages):
+        for name in stage_attrs(i):
+            delattr(model, name)
+    prune_end = max_index < model.num_stages - 1
+    model.num_stages = max_index + 1
+    if prune_end:
+        model.num_features = model.head_hidden_size = model.feature_info[max_index]['num_chs']
+    return prune_end
 
 
 def make_cfg(url: str = '', **kwargs) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -35,8 +35,8 @@ from ..checkpoint import CheckpointError, extract_state_dict
 from ..layers.agent import AgentCore
 from ..layers.focused_linear import FocusedLinearCore
 from ..layers.pos_embed import resize_axis, resize_tokens_grid, to_hw
-from ._builder import build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg, \
-    model_name
+from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
+    drop_stages_after, make_cfg, model_name
 
 __all__ = [
     'CSWinTransformer', 'LePEAttention', 'FocusedLinearBranch', 'AgentBranch', 'CSWinBlock', 'checkpoint_filter_fn',
@@ -248,7 +248,7 @@ class MergeBlock(nn.Module):
         return self.norm(_from_map(x)), hw
 
 
-class CSWinTransformer(nn.Module):
+class CSWinTransformer(TimmApiMixin, nn.Module):
     """CSWin Transformer with a per-stage choice of attention.
 
     Args:
@@ -263,6 +263,7 @@ class CSWinTransformer(nn.Module):
         focusing_factor, kernel_size: focused linear attention settings (``'flatten'`` stages).
         mlp_ratio, qkv_bias, drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate, norm_layer: usual.
     """
+    pool_dims = (1,)  # forward_features is (B, H*W, C)
 
     def __init__(
             self,
@@ -287,8 +288,7 @@ class CSWinTransformer(nn.Module):
             norm_layer=nn.LayerNorm,
     ):
         super().__init__()
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        self._check_global_pool(global_pool)
         for name, seq in (('depth', depth), ('split_size', split_size), ('num_heads', num_heads),
                           ('stage_attn', stage_attn), ('agent_num', agent_num)):
             if len(seq) != 4:
@@ -339,17 +339,8 @@ class CSWinTransformer(nn.Module):
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.zeros_(m.bias)
-            nn.init.ones_(m.weight)
-
     # ----------------------------------------------------------------------------------------------- timm API
+    # set_grad_checkpointing, get/reset_classifier, forward_head, forward: TimmApiMixin
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         # the official models list only names CSwin does not have ({'pos_embed', 'cls_token'}): they decay the
@@ -366,22 +357,6 @@ class CSWinTransformer(nn.Module):
                 (r'^norm\.', (99999,)),
             ],
         )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     # -------------------------------------------------------------------------------------------- forward
     def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -407,15 +382,6 @@ class CSWinTransformer(nn.Module):
         for i in range(self.num_stages):
             x, hw = self._run_stage(i, x, hw)
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=1)
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
             self,
@@ -447,15 +413,9 @@ class CSWinTransformer(nn.Module):
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        for i in range(max_index + 1, self.num_stages):
-            delattr(self, f'stage{i + 1}')
-            delattr(self, f'merge{i}')
-        prune_end = max_index < self.num_stages - 1
-        self.num_stages = max_index + 1
+        prune_end = drop_stages_after(self, max_index, lambda i: (f'stage{i + 1}', f'merge{i}'))
         if prune_norm or prune_end:
             self.norm = nn.Identity()  # sized for the last stage only
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         if prune_head or prune_end:
             self.reset_classifier(0, '')
         return take_indices

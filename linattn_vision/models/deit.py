@@ -39,8 +39,8 @@ from ..layers.agent import AgentAttention
 from ..layers.focused_linear import FocusedLinearAttention
 from ..layers.pos_embed import to_hw
 from ..ops import focused_linear_attention
-from ._builder import build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg, \
-    model_name
+from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
+    make_cfg, model_name
 from .cswin import extract_weights, resize_grid_params
 
 __all__ = ['DeiT', 'FocusedLinearPrefixAttention', 'SoftmaxAttention', 'DeiTBlock', 'checkpoint_filter_fn']
@@ -111,7 +111,7 @@ class DeiTBlock(nn.Module):
         return x
 
 
-class DeiT(nn.Module):
+class DeiT(TimmApiMixin, nn.Module):
     """DeiT / ViT with a class token and a per-block choice of attention.
 
     Args:
@@ -125,6 +125,7 @@ class DeiT(nn.Module):
         focusing_factor, kernel_size: focused linear attention settings (``'flatten'``).
         drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate: usual.
     """
+    global_pools = ('token', 'avg', '')
 
     def __init__(
             self,
@@ -150,8 +151,7 @@ class DeiT(nn.Module):
             drop_path_rate: float = 0.,
     ):
         super().__init__()
-        if global_pool not in ('token', 'avg', ''):
-            raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
+        self._check_global_pool(global_pool)
         if attn not in ATTN_KINDS:
             raise ValueError(f'attn must be one of {ATTN_KINDS}, got {attn!r}')
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
@@ -191,17 +191,8 @@ class DeiT(nn.Module):
         trunc_normal_(self.cls_token, std=.02)
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.zeros_(m.bias)
-            nn.init.ones_(m.weight)
-
     # ----------------------------------------------------------------------------------------------- timm API
+    # set_grad_checkpointing, get/reset_classifier, forward: TimmApiMixin
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         return {'pos_embed', 'cls_token'}
@@ -212,22 +203,6 @@ class DeiT(nn.Module):
             stem=r'^cls_token|^pos_embed|^patch_embed',
             blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))],
         )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('token', 'avg', ''):
-                raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     # -------------------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -259,9 +234,6 @@ class DeiT(nn.Module):
             x = x[:, self.num_prefix_tokens:].mean(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
             self,

@@ -24,14 +24,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from timm.layers import DropPath, LayerNorm, Mlp, get_device_dtype, trunc_normal_
+from timm.layers import DropPath, LayerNorm, Mlp, trunc_normal_
 from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import AgentAttention, FocusedLinearAttention, GridCache, resize_axis, resize_tokens_grid, to_hw
 from ._builder import (
-    build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg, model_name,
-    official_state_dict,
+    TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, drop_stages_after,
+    make_cfg, model_name, official_state_dict, stage_intermediates,
 )
 
 __all__ = ['PyramidVisionTransformer', 'PatchEmbed', 'Block', 'checkpoint_filter_fn']
@@ -114,7 +114,7 @@ def _stage_grids(img_size, patch_size: int, num_stages: int) -> List[FeatSize]:
     return grids
 
 
-class PyramidVisionTransformer(nn.Module):
+class PyramidVisionTransformer(TimmApiMixin, nn.Module):
     """PVT v1 skeleton: per stage a patch embedding, an absolute position embedding and a stack of blocks.
 
     Module names follow the official releases (``patch_embed{i}``, ``pos_embed{i}``, ``block{i}``, 1-based)
@@ -156,8 +156,7 @@ class PyramidVisionTransformer(nn.Module):
             norm_layer: Callable[..., nn.Module] = partial(LayerNorm, eps=1e-6),
     ):
         super().__init__()
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+        self._check_global_pool(global_pool)
         num_stages = len(depths)
         if len(embed_dims) != num_stages or len(num_heads) != num_stages:
             raise ValueError(f'depths, embed_dims and num_heads need one entry per stage, got '
@@ -219,17 +218,7 @@ class PyramidVisionTransformer(nn.Module):
             trunc_normal_(getattr(self, f'pos_embed{i + 1}'), std=.02)
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    # --- timm model API ---------------------------------------------------------------------------------------
+    # --- timm model API (set_grad_checkpointing, get/reset_classifier, forward_head, forward: TimmApiMixin) ---------------------------------------------------------------------------------------
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -247,24 +236,6 @@ class PyramidVisionTransformer(nn.Module):
                 (r'^norm', (99999,)),
             ],
         )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
-            self.global_pool = global_pool
-        dd = get_device_dtype(self)
-        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
 
     # --- forward ----------------------------------------------------------------------------------------------
 
@@ -311,16 +282,7 @@ class PyramidVisionTransformer(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         self._check_input(x)
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        last = max_index if stop_early or intermediates_only else self.num_stages - 1
-        intermediates = []
-        for i in range(last + 1):
-            x = self._forward_stage(i, x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+        return stage_intermediates(self._forward_stage, x, self.num_stages, indices, stop_early, intermediates_only)
 
     def prune_intermediate_layers(
             self,
@@ -330,14 +292,9 @@ class PyramidVisionTransformer(nn.Module):
     ):
         """Remove the stages after the last selected one (and the head); returns the selected indices."""
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        for i in range(max_index + 1, self.num_stages):
-            for name in ('patch_embed', 'pos_embed', 'block'):
-                delattr(self, f'{name}{i + 1}')
-        prune_end = max_index < self.num_stages - 1
-        self.num_stages = max_index + 1
+        prune_end = drop_stages_after(
+            self, max_index, lambda i: (f'patch_embed{i + 1}', f'pos_embed{i + 1}', f'block{i + 1}'))
         self.pos_embed_sizes = self.pos_embed_sizes[:self.num_stages]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         if (prune_norm or prune_end) and hasattr(self, 'norm'):
             del self.norm
         if prune_head or prune_end:
@@ -348,16 +305,7 @@ class PyramidVisionTransformer(nn.Module):
         self._check_input(x)
         for i in range(self.num_stages):
             x = self._forward_stage(i, x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(-2, -1))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return x  # NCHW: TimmApiMixin.forward_head pools dims (-2, -1)
 
 
 # --- helpers shared with pvt_v2 -------------------------------------------------------------------------------

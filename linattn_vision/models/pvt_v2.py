@@ -18,12 +18,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from timm.layers import LayerNorm, get_device_dtype, trunc_normal_
+from timm.layers import LayerNorm
 from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import FocusedLinearAttention, to_hw
-from ._builder import build_official_model, make_cfg
+from ._builder import TimmApiMixin, build_official_model, drop_stages_after, make_cfg, stage_intermediates
 from .pvt import Block, check_image_batch, filter_state_dict, per_stage
 
 __all__ = ['PyramidVisionTransformerV2', 'OverlapPatchEmbed', 'MlpWithDepthwiseConv', 'checkpoint_filter_fn']
@@ -90,7 +90,7 @@ def _conv_out(n: int, kernel: int, stride: int) -> int:
     return (n + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-class PyramidVisionTransformerV2(nn.Module):
+class PyramidVisionTransformerV2(TimmApiMixin, nn.Module):
     """PVTv2 skeleton: per stage an overlapping patch embedding, a stack of blocks and a LayerNorm.
 
     Module names follow the official release (``patch_embed{i}``, ``block{i}``, ``norm{i}``, 1-based).
@@ -125,8 +125,7 @@ class PyramidVisionTransformerV2(nn.Module):
             norm_layer: Callable[..., nn.Module] = partial(LayerNorm, eps=1e-6),
     ):
         super().__init__()
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+        self._check_global_pool(global_pool)
         num_stages = len(depths)
         if len(embed_dims) != num_stages or len(num_heads) != num_stages:
             raise ValueError(f'depths, embed_dims and num_heads need one entry per stage, got '
@@ -187,20 +186,14 @@ class PyramidVisionTransformerV2(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        TimmApiMixin._init_weights(m)  # linears and norms
+        if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
             nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    # --- timm model API ---------------------------------------------------------------------------------------
+    # --- timm model API (set_grad_checkpointing, get/reset_classifier, forward_head, forward: TimmApiMixin) ------------------------------------------------------------------------------------
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -218,24 +211,6 @@ class PyramidVisionTransformerV2(nn.Module):
                 (r'^norm(\d+)', (99999,)),
             ],
         )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True):
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
-            self.global_pool = global_pool
-        dd = get_device_dtype(self)
-        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
 
     # --- forward ----------------------------------------------------------------------------------------------
 
@@ -271,16 +246,7 @@ class PyramidVisionTransformerV2(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         check_image_batch(self, x, 1)  # padded convs: any size
-        take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        last = max_index if stop_early or intermediates_only else self.num_stages - 1
-        intermediates = []
-        for i in range(last + 1):
-            x = self._forward_stage(i, x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+        return stage_intermediates(self._forward_stage, x, self.num_stages, indices, stop_early, intermediates_only)
 
     def prune_intermediate_layers(
             self,
@@ -290,14 +256,9 @@ class PyramidVisionTransformerV2(nn.Module):
     ):
         """Remove the stages after the last selected one (and the head); returns the selected indices."""
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        for i in range(max_index + 1, self.num_stages):
-            for name in ('patch_embed', 'block', 'norm'):
-                delattr(self, f'{name}{i + 1}')
-        prune_end = max_index < self.num_stages - 1
-        self.num_stages = max_index + 1
+        prune_end = drop_stages_after(
+            self, max_index, lambda i: (f'patch_embed{i + 1}', f'block{i + 1}', f'norm{i + 1}'))
         self.grid_sizes = self.grid_sizes[:self.num_stages]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         if prune_head or prune_end:
             self.reset_classifier(0, '')
         return take_indices
@@ -306,16 +267,7 @@ class PyramidVisionTransformerV2(nn.Module):
         check_image_batch(self, x, 1)  # padded convs: any size
         for i in range(self.num_stages):
             x = self._forward_stage(i, x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(-2, -1))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return x  # NCHW: TimmApiMixin.forward_head pools dims (-2, -1)
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:

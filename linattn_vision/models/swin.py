@@ -40,7 +40,8 @@ from ..layers import (
     resize_tokens_grid, to_hw,
 )
 from ._builder import (
-    build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg, official_state_dict,
+    TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg,
+    official_state_dict,
 )
 
 __all__ = ['SwinTransformer', 'checkpoint_filter_fn']
@@ -309,7 +310,7 @@ def _stage_attn_types(attn, depths: Sequence[int]) -> List[Tuple[str, ...]]:
     return out
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(TimmApiMixin, nn.Module):
     """Swin Transformer skeleton with a per-block choice of attention.
 
     Args:
@@ -322,6 +323,7 @@ class SwinTransformer(nn.Module):
         agent_num: agents per stage for ``'agent'`` blocks (one int, or one per stage).
         focusing_factor, kernel_size: focused linear attention focusing power and DWC kernel.
     """
+    pool_dims = (1, 2)  # forward_features is NHWC
 
     def __init__(
             self,
@@ -347,8 +349,7 @@ class SwinTransformer(nn.Module):
             norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
     ):
         super().__init__()
-        if global_pool not in ('', 'avg'):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        self._check_global_pool(global_pool)
         num_stages = len(depths)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -378,15 +379,7 @@ class SwinTransformer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    # --- timm model API (get/reset_classifier, forward_head, forward: TimmApiMixin) ---------------------------
 
     @torch.jit.ignore
     def no_weight_decay(self):
@@ -407,18 +400,6 @@ class SwinTransformer(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True):
         for stage in self.layers:
             stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
-        self.num_classes = num_classes
-        if global_pool is not None:
-            if global_pool not in ('', 'avg'):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
@@ -483,15 +464,6 @@ class SwinTransformer(nn.Module):
             if stage.downsample is not None:
                 x = stage.downsample(x)
         return self.norm(x)  # NHWC
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(1, 2))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # agent / positional parameters shaped by the token grid: (axis resized, ...) for the checkpoint filter
