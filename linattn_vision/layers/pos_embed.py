@@ -114,7 +114,9 @@ class GridCache:
         self.max_entries = max_entries
 
     def get(self, key, params: Sequence[nn.Parameter], build):
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        # under torch.compile the build is traced into the graph (and is free at the training size); a Python-side
+        # cache keyed on parameter identity and versions would only force recompiles
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
             return build()
         versions = tuple((id(p), p._version, p.device, p.dtype) for p in params)
         full_key = (key, torch.is_inference_mode_enabled(), versions)

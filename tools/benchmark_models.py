@@ -1,0 +1,194 @@
+"""Whole-model speed and memory on one GPU: this toolkit's FLatten / Agent models against timm baselines.
+
+    python tools/benchmark_models.py                       # the default model list, eager
+    python tools/benchmark_models.py --compile flatten_swin_t swin_tiny_patch4_window7_224
+    python tools/benchmark_models.py --models flatten_swin_t agent_swin_t --nan-steps 200
+
+Prints one table, every model measured in the same run (so the numbers compare):
+  - inference images/s, batch 64 at 224 (whole classifier, bf16 autocast)
+  - backbone-only inference images/s, batch 1 at 1024x1024 and 2048x2048 (forward_features, bf16 autocast)
+  - training images/s, batch 64 at 224 (forward + backward + AdamW step, bf16 autocast) and its peak memory
+and, with --compile, the 224 settings for the named models under torch.compile. --nan-steps N trains each of this
+toolkit's models N steps on one fixed synthetic batch under bf16 autocast and reports the last loss, the largest
+|grad| seen and whether any loss or gradient was NaN/inf.
+Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import timm  # noqa: E402
+
+import linattn_vision  # noqa: E402,F401  (registers the models)
+
+OURS = ['flatten_swin_t', 'agent_swin_t', 'flatten_pvt_t', 'agent_pvt_t', 'flatten_cswin_t']
+BASELINES = ['swin_tiny_patch4_window7_224', 'pvt_v2_b1', 'deit_tiny_patch16_224']
+
+
+def create(name: str, img_size: int | None = None, **kwargs):
+    """timm baselines with a fixed grid need the size at creation; this toolkit's models take any size."""
+    if img_size is not None and img_size != 224:
+        if name.startswith('swin_'):
+            kwargs['img_size'] = img_size
+        elif name.startswith(('deit_', 'vit_')):
+            kwargs['dynamic_img_size'] = True
+    return timm.create_model(name, **kwargs)
+
+
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Convolutions in channels_last; Module.to(memory_format=...) refuses the 5-D agent-bias parameters."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+    return model
+
+
+def cuda_time(fn, warmup: int, iters: int) -> float:
+    """Median milliseconds of fn() by CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def measure_inference(name, batch, size, features_only, compile_model, warmup, iters):
+    model = channels_last(create(name, img_size=size).cuda().eval())
+    forward = model.forward_features if features_only else model
+    if compile_model:
+        forward = torch.compile(forward)
+    x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
+
+    def step():
+        with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16):
+            forward(x)
+    torch.cuda.reset_peak_memory_stats()
+    ms = cuda_time(step, warmup, iters)
+    return batch * 1000 / ms, torch.cuda.max_memory_allocated() / 2**30
+
+
+def measure_training(name, batch, size, compile_model, warmup, iters):
+    model = channels_last(create(name).cuda().train())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
+    forward = torch.compile(model) if compile_model else model
+    x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device='cuda')
+
+    def step():
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(forward(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.reset_peak_memory_stats()
+    ms = cuda_time(step, warmup, iters)
+    return batch * 1000 / ms, torch.cuda.max_memory_allocated() / 2**30
+
+
+def nan_check(name, steps, batch=32, size=224):
+    """Train on one fixed batch under bf16 autocast; loss and grads must stay finite (and the loss should fall)."""
+    torch.manual_seed(0)
+    model = create(name).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    x = torch.randn(batch, 3, size, size, device='cuda')
+    y = torch.randint(0, 1000, (batch,), device='cuda')
+    max_grad, first_loss, loss, finite = 0.0, None, None, True
+    for _ in range(steps):
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        grad_max = torch.stack([p.grad.abs().max() for p in model.parameters() if p.grad is not None]).max()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        max_grad = max(max_grad, grad_max.item())
+        first_loss = loss.item() if first_loss is None else first_loss
+        finite = finite and bool(torch.isfinite(loss)) and max_grad == max_grad and max_grad != float('inf')
+    return first_loss, loss.item(), max_grad, finite
+
+
+def fmt(value, spec='.0f'):
+    return value if isinstance(value, str) else format(value, spec)
+
+
+def run_guarded(fn, *args):
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return 'OOM', 'OOM'
+    except Exception as e:  # a model that cannot run a setting: say so in the table, keep measuring the rest
+        torch.cuda.empty_cache()
+        print(f'# {fn.__name__}{args[:3]}: {type(e).__name__}: {str(e).splitlines()[0][:200]}', file=sys.stderr)
+        return f'error: {type(e).__name__}', '-'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=OURS + BASELINES)
+    parser.add_argument('--compile', nargs='*', default=[], metavar='MODEL',
+                        help='also measure these models under torch.compile (no names: all)')
+    parser.add_argument('--sizes', nargs='+', type=int, default=[1024, 2048], help='backbone-only batch-1 sizes')
+    parser.add_argument('--batch', type=int, default=64)
+    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--nan-steps', type=int, default=0)
+    parser.add_argument('--time-budget', type=float, default=1e9, help='seconds; later rows say "skipped (time)"')
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit('benchmark_models.py needs a CUDA GPU')
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    # every block type of a model is its own compiled frame; the default limit of 8 is too low for Swin's 4 stages
+    torch._dynamo.config.recompile_limit = 64
+    compiled = args.models if args.compile == [] and '--compile' in (argv or sys.argv) else args.compile
+    start = time.time()
+    device = torch.cuda.get_device_name()
+    print(f'# {device}, torch {torch.__version__}, {time.strftime("%Y-%m-%d")}, bf16 autocast, channels_last')
+    header = (['model', 'mode', f'infer img/s b{args.batch}@224', 'infer GiB']
+              + [f'bb img/s b1@{s}' for s in args.sizes] + [f'bb GiB @{s}' for s in args.sizes]
+              + [f'train img/s b{args.batch}@224', 'train GiB'])
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '|'.join('---' for _ in header) + '|')
+    rows = [(m, False) for m in args.models] + [(m, True) for m in compiled]
+    for name, use_compile in rows:
+        if time.time() - start > args.time_budget:
+            print(f'| {name} | {"compile" if use_compile else "eager"} | skipped (time budget) |')
+            continue
+        torch._dynamo.reset()
+        infer, infer_mem = run_guarded(measure_inference, name, args.batch, 224, False, use_compile, 3, args.iters)
+        # compiled rows measure the 224 settings only: each large size is another compile of the whole model
+        big = [('-', '-') if use_compile else
+               run_guarded(measure_inference, name, 1, s, True, use_compile, 2, max(3, args.iters // 4))
+               for s in args.sizes]
+        torch._dynamo.reset()
+        train, train_mem = run_guarded(measure_training, name, args.batch, 224, use_compile, 3, args.iters)
+        cells = ([name, 'compile' if use_compile else 'eager', fmt(infer), fmt(infer_mem, '.2f')]
+                 + [fmt(b[0], '.2f') for b in big] + [fmt(b[1], '.2f') for b in big]
+                 + [fmt(train), fmt(train_mem, '.2f')])
+        print('| ' + ' | '.join(cells) + ' |', flush=True)
+    if args.nan_steps:
+        print(f'\n# {args.nan_steps}-step bf16 autocast training on one fixed batch of 32 (AdamW 5e-4, clip 5)')
+        print('| model | first loss | last loss | max |grad| | all finite |')
+        print('|---|---|---|---|---|')
+        for name in [m for m in args.models if m in OURS or m.startswith(('flatten_', 'agent_'))]:
+            first, last, max_grad, finite = nan_check(name, args.nan_steps)
+            print(f'| {name} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {finite} |', flush=True)
+    print(f'# total {time.time() - start:.0f} s')
+
+
+if __name__ == '__main__':
+    main()
