@@ -10,15 +10,31 @@ from typing import Any, Mapping
 import torch
 
 
+class _CfgNode(dict):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # instance state that the real CfgNode pickles next to its items
+        self.__dict__.update({'__immutable__': True, '__deprecated_keys__': set(), '__renamed_keys__': {},
+                              '__new_allowed__': False})
+
+
+_CfgNode.__module__, _CfgNode.__qualname__, _CfgNode.__name__ = 'yacs.config', 'CfgNode', 'CfgNode'
+
+
 def save_official_checkpoint(path, state_dict: Mapping[str, torch.Tensor], **extra: Any):
+    """Save ``state_dict`` as an official release file at ``path`` (entries in ``extra`` added or replaced)."""
     yacs, config = types.ModuleType('yacs'), types.ModuleType('yacs.config')
-    node = type('CfgNode', (dict,), {'__module__': 'yacs.config'})
-    config.CfgNode, yacs.config = node, config
-    sys.modules['yacs'], sys.modules['yacs.config'] = yacs, config
+    config.CfgNode, yacs.config = _CfgNode, config
+    saved = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
+    sys.modules.update({'yacs': yacs, 'yacs.config': config})
     try:
-        cfg = node(MODEL=node(TYPE='official', DROP_PATH_RATE=0.1), DATA=node(IMG_SIZE=224))
+        cfg = _CfgNode(MODEL=_CfgNode(TYPE='official', DROP_PATH_RATE=0.1), DATA=_CfgNode(IMG_SIZE=224))
         torch.save({'model': dict(state_dict), 'optimizer': {'state': {}, 'param_groups': []}, 'config': cfg,
                     'epoch': 299, 'max_accuracy': 75.0, **extra}, path)
-    finally:
-        del sys.modules['yacs'], sys.modules['yacs.config']
+    finally:  # loading must not find a yacs module
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
     return path

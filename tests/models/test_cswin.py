@@ -1,6 +1,5 @@
 """CSwin skeleton: FLatten / Agent variants, timm API, official checkpoints, any input size."""
 import sys
-import types
 
 import pytest
 import timm
@@ -12,6 +11,8 @@ import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.checkpoint import CheckpointError, load_file
 from linattn_vision.layers.pos_embed import resize_axis, resize_tokens_grid
 from linattn_vision.models.cswin import AgentBranch, FocusedLinearBranch, LePEAttention, checkpoint_filter_fn
+from model_checks import assert_grad_checkpointing_matches, create_from_official, train_step
+from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # counted from the official model definitions (flatten_cswin.py / agent_cswin.py with the released configs);
 # published: FLatten-CSwin-T/S/B 21.2M / 35.5M / 74.9M (paper), Agent-CSwin-T/S/B 21M / 33M / 73M (README)
@@ -62,18 +63,11 @@ def test_variant_configs():
     assert agent.stage1[0].attns[0].ah_bias.shape == (1, 2, 9, 56, 1)
 
 
-def _train_step(model, x):
-    model.train()
-    out = model(x)
-    out.float().pow(2).mean().backward()
-    return out
-
-
 @pytest.mark.parametrize('name,param', [('flatten_cswin_t', 'positional_encoding'), ('agent_cswin_t', 'an_bias')])
 @pytest.mark.parametrize('size', [(224, 224), (96, 160)])
 def test_forward_backward(name, param, size):
     model = timm.create_model(name, drop_path_rate=0.)
-    out = _train_step(model, torch.randn(1, 3, *size))
+    out = train_step(model, torch.randn(1, 3, *size))
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
     grads = [p.grad for n, p in model.named_parameters() if n.endswith(param)]
     assert grads and all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
@@ -132,14 +126,7 @@ def test_timm_api():
 
 def test_grad_checkpointing_matches():
     model = timm.create_model('agent_cswin_t', drop_path_rate=0., **SMALL)
-    x = torch.randn(1, 3, 64, 96)
-    ref = _train_step(model, x)
-    ref_grad = model.stage1[0].attns[0].an_bias.grad.clone()
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    out = _train_step(model, x)
-    assert torch.allclose(out, ref, atol=1e-5)
-    assert torch.allclose(model.stage1[0].attns[0].an_bias.grad, ref_grad, atol=1e-5)
+    assert_grad_checkpointing_matches(model, torch.randn(1, 3, 64, 96))
 
 
 def test_too_small_input_names_model_and_size():
@@ -244,35 +231,13 @@ def test_agent_branch_matches_official_formula():
 
 
 # ------------------------------------------------------------------------------------ official checkpoints
-def _save_official(path, state_dict, ema=None):
-    """Write a file in the official release layout, with a yacs CfgNode pickled under 'config'."""
-    yacs = types.ModuleType('yacs')
-    config = types.ModuleType('yacs.config')
-
-    class CfgNode(dict):
-        pass
-
-    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
-    config.CfgNode = CfgNode
-    yacs.config = config
-    sys.modules['yacs'], sys.modules['yacs.config'] = yacs, config
-    try:
-        cfg = CfgNode(MODEL=CfgNode(TYPE='FLatten_CSWin_64_24181_tiny_224', LA=CfgNode(ATTN_TYPE='LLSS')))
-        ckpt = {'model': state_dict, 'optimizer': {}, 'max_accuracy': 80.0, 'epoch': 299, 'config': cfg}
-        if ema is not None:
-            ckpt['state_dict_ema'] = ema
-        torch.save(ckpt, path)
-    finally:
-        del sys.modules['yacs'], sys.modules['yacs.config']
-
-
 @pytest.mark.parametrize('name', ['flatten_cswin_t', 'agent_cswin_t'])
 def test_official_checkpoint_loads_strictly_and_reproduces(tmp_path, name):
     src = timm.create_model(name, **SMALL).eval()
     path = tmp_path / 'official.pth'
-    _save_official(path, src.state_dict())
+    save_official_checkpoint(path, src.state_dict())
     assert 'yacs' not in sys.modules
-    dst = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL).eval()
+    dst = create_from_official(name, path, **SMALL).eval()
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         assert torch.equal(dst(x), src(x))
@@ -282,8 +247,8 @@ def test_ema_weights_preferred(tmp_path):
     src = timm.create_model('flatten_cswin_t', **SMALL).eval()
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in src.state_dict().items()}
     path = tmp_path / 'official_ema.pth'
-    _save_official(path, src.state_dict(), ema=ema)
-    dst = timm.create_model('flatten_cswin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL)
+    save_official_checkpoint(path, src.state_dict(), state_dict_ema=ema)
+    dst = create_from_official('flatten_cswin_t', path, **SMALL)
     assert torch.equal(dst.stage1[0].attns[0].positional_encoding, ema['stage1.0.attns.0.positional_encoding'])
     # the filter alone (on the whole release dict) makes the same choice
     loaded = load_file(path)  # the whole release dict, read safely
@@ -300,9 +265,8 @@ def test_resolution_change_at_load(tmp_path, name):
         for p in src.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     path = tmp_path / 'official.pth'
-    _save_official(path, src.state_dict())
-    dst = timm.create_model(name, img_size=256, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                            **SMALL).eval()
+    save_official_checkpoint(path, src.state_dict())
+    dst = create_from_official(name, path, img_size=256, **SMALL).eval()
     a, b = src.stage1[0].attns[0], dst.stage1[0].attns[0]
     if name.startswith('flatten'):
         assert b.positional_encoding.shape == (1, 64 * 64, 64)
@@ -325,6 +289,6 @@ def test_wrong_keys_name_the_keys(tmp_path):
     sd = model.state_dict()
     sd['stage3.0.qkv.weight'] = sd['stage3.0.qkv.weight'][:10]
     path = tmp_path / 'bad.pth'
-    _save_official(path, sd)
+    save_official_checkpoint(path, sd)
     with pytest.raises(CheckpointError, match=r'shape mismatch: stage3\.0\.qkv\.weight'):
-        timm.create_model('flatten_cswin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL)
+        create_from_official('flatten_cswin_t', path, **SMALL)

@@ -1,6 +1,5 @@
 """DeiT skeleton: FLatten / Agent variants, timm API, official checkpoints, any input size."""
 import sys
-import types
 
 import pytest
 import timm
@@ -14,6 +13,8 @@ from linattn_vision.checkpoint import CheckpointError
 from linattn_vision.layers import AgentAttention
 from linattn_vision.layers.pos_embed import resize_axis, resize_tokens_grid
 from linattn_vision.models.deit import FocusedLinearPrefixAttention, SoftmaxAttention, checkpoint_filter_fn
+from model_checks import assert_grad_checkpointing_matches, create_from_official, train_step
+from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # counted from the official model definitions; published (Agent-Attention README): Agent-DeiT-T 6.0M,
 # S 22.7M, S-448 23.1M, B 87.2M. FLatten-DeiT has no official model file: DeiT + focused linear attention in
@@ -56,18 +57,11 @@ def test_variant_configs():
     assert flatten.blocks[0].attn.dwc.weight.shape == (64, 1, 5, 5)
 
 
-def _train_step(model, x):
-    model.train()
-    out = model(x)
-    out.float().pow(2).mean().backward()
-    return out
-
-
 @pytest.mark.parametrize('name,param', [('flatten_deit_t', 'positional_encoding'), ('agent_deit_t', 'ha_bias')])
 @pytest.mark.parametrize('size', [(224, 224), (100, 150)])  # 100x150: padded to 112x160, a 7x10 grid
 def test_forward_backward(name, param, size):
     model = timm.create_model(name, drop_path_rate=0.)
-    out = _train_step(model, torch.randn(1, 3, *size))
+    out = train_step(model, torch.randn(1, 3, *size))
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
     grads = [p.grad for n, p in model.named_parameters() if n.endswith(param)]
     # the head reads the class token: the last block's patch queries (ha_bias) cannot reach the loss
@@ -119,14 +113,7 @@ def test_timm_api():
 
 def test_grad_checkpointing_matches():
     model = timm.create_model('flatten_deit_t', drop_path_rate=0., **SMALL)
-    x = torch.randn(1, 3, 64, 80)
-    ref = _train_step(model, x)
-    ref_grad = model.blocks[0].attn.positional_encoding.grad.clone()
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    out = _train_step(model, x)
-    assert torch.allclose(out, ref, atol=1e-5)
-    assert torch.allclose(model.blocks[0].attn.positional_encoding.grad, ref_grad, atol=1e-5)
+    assert_grad_checkpointing_matches(model, torch.randn(1, 3, 64, 80))
 
 
 def test_too_small_input_names_model_and_size():
@@ -167,34 +154,15 @@ def test_flatten_prefix_attention_matches_formula():
 
 
 # ------------------------------------------------------------------------------------ official checkpoints
-def _save_official(path, state_dict):
-    """Write a file in the official release layout, with a yacs CfgNode pickled under 'config'."""
-    yacs = types.ModuleType('yacs')
-    config = types.ModuleType('yacs.config')
-
-    class CfgNode(dict):
-        pass
-
-    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
-    config.CfgNode = CfgNode
-    yacs.config = config
-    sys.modules['yacs'], sys.modules['yacs.config'] = yacs, config
-    try:
-        cfg = CfgNode(MODEL=CfgNode(TYPE='agent_deit_tiny', AGENT=CfgNode(NUM='49-49-49-49')))
-        torch.save({'model': state_dict, 'optimizer': {}, 'max_accuracy': 74.9, 'epoch': 299, 'config': cfg}, path)
-    finally:
-        del sys.modules['yacs'], sys.modules['yacs.config']
-
-
 @pytest.mark.parametrize('name', ['flatten_deit_t', 'agent_deit_t', 'agent_deit_b'])
 def test_official_checkpoint_loads_strictly_and_reproduces(tmp_path, name):
     # agent_deit_b: 4 agent blocks then softmax ones, at a reduced width
     kwargs = dict(depth=5, embed_dim=96, num_heads=3) if name == 'agent_deit_b' else SMALL
     src = timm.create_model(name, **kwargs).eval()
     path = tmp_path / 'official.pth'
-    _save_official(path, src.state_dict())
+    save_official_checkpoint(path, src.state_dict())
     assert 'yacs' not in sys.modules
-    dst = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
+    dst = create_from_official(name, path, **kwargs).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(dst(x), src(x))
@@ -206,9 +174,8 @@ def test_resolution_change_at_load(tmp_path, name):
     the model computes what the 224 model computes on a 256 input."""
     src = timm.create_model(name, **SMALL).eval()
     path = tmp_path / 'official.pth'
-    _save_official(path, src.state_dict())
-    dst = timm.create_model(name, img_size=256, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                            **SMALL).eval()
+    save_official_checkpoint(path, src.state_dict())
+    dst = create_from_official(name, path, img_size=256, **SMALL).eval()
     assert dst.pos_embed.shape == (1, 257, 192)
     torch.testing.assert_close(dst.pos_embed, resample_abs_pos_embed(src.pos_embed, (16, 16), (14, 14), 1))
     a, b = src.blocks[1].attn, dst.blocks[1].attn
@@ -232,6 +199,6 @@ def test_wrong_keys_name_the_keys(tmp_path):
     sd = model.state_dict()
     sd['blocks.0.mlp.fc1.weight'] = sd['blocks.0.mlp.fc1.weight'][:, :7]
     path = tmp_path / 'bad.pth'
-    _save_official(path, sd)
+    save_official_checkpoint(path, sd)
     with pytest.raises(CheckpointError, match=r'shape mismatch: blocks\.0\.mlp\.fc1\.weight'):
-        timm.create_model('agent_deit_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL)
+        create_from_official('agent_deit_t', path, **SMALL)

@@ -1,7 +1,5 @@
 """PVT v1 family: FLatten-PVT and Agent-PVT as timm models."""
 import sys
-import types
-from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import timm
@@ -11,6 +9,8 @@ import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.checkpoint import CheckpointError
 from linattn_vision.layers import resize_axis, resize_tokens_grid
 from linattn_vision.models.pvt import checkpoint_filter_fn
+from model_checks import assert_grad_checkpointing_matches, create_from_official, published_roundings
+from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # exact counts of the official module structure; the papers / READMEs round them to 0.1M
 # (FLatten-PVT-L 50.649M is quoted as 50.7M, i.e. via 50.65)
@@ -26,46 +26,6 @@ PARAMS = {
     'agent_pvt_m_256': (36_083_682, 36.1),
 }
 TINY = ['flatten_pvt_t', 'agent_pvt_t']
-
-
-def published_roundings(count):
-    """count in millions to 0.1M, rounded directly or via two decimals (half up), as papers do."""
-    millions = Decimal(count) / 10 ** 6
-    direct = millions.quantize(Decimal('0.1'), ROUND_HALF_UP)
-    via_two = millions.quantize(Decimal('0.01'), ROUND_HALF_UP).quantize(Decimal('0.1'), ROUND_HALF_UP)
-    return {float(direct), float(via_two)}
-
-
-def save_official_checkpoint(path, state_dict, model_type):
-    """Write a file laid out like the official releases, with a yacs CfgNode pickled under 'config'.
-
-    yacs is not installed: a stand-in module is registered while saving and removed again, so loading
-    must not import or run it.
-    """
-    pkg, mod = types.ModuleType('yacs'), types.ModuleType('yacs.config')
-
-    class CfgNode(dict):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            # instance state that the real CfgNode pickles next to its items
-            self.__dict__.update({'__immutable__': True, '__deprecated_keys__': set(), '__renamed_keys__': {},
-                                  '__new_allowed__': False})
-
-    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
-    mod.CfgNode, pkg.config = CfgNode, mod
-    saved = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
-    sys.modules.update({'yacs': pkg, 'yacs.config': mod})
-    try:
-        config = CfgNode(MODEL=CfgNode(TYPE=model_type, DROP_PATH_RATE=0.1), DATA=CfgNode(IMG_SIZE=224))
-        torch.save({'model': dict(state_dict), 'optimizer': {'state': {}}, 'lr_scheduler': {}, 'max_accuracy': 77.8,
-                    'epoch': 299, 'config': config}, path)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-    assert 'yacs.config' not in sys.modules or saved['yacs.config'] is not None
 
 
 @pytest.fixture(scope='module')
@@ -210,15 +170,7 @@ def test_timm_api():
 def test_grad_checkpointing_matches(tiny_models):
     torch.manual_seed(0)
     model = timm.create_model('flatten_pvt_t', num_classes=5)
-    x = torch.randn(1, 3, 64, 64)
-    model(x).sum().backward()
-    ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    model.set_grad_checkpointing(True)
-    model(x).sum().backward()
-    for n, p in model.named_parameters():
-        if n in ref:
-            torch.testing.assert_close(p.grad, ref[n], rtol=1e-4, atol=1e-6)
+    assert_grad_checkpointing_matches(model, torch.randn(1, 3, 64, 64))
 
 
 def test_too_small_input_names_model_and_size(tiny_models):
@@ -231,19 +183,19 @@ def test_too_small_input_names_model_and_size(tiny_models):
 def test_official_checkpoint_loads_strictly(name, tiny_models, tmp_path):
     source = tiny_models[name]
     path = tmp_path / f'{name}.pth'
-    save_official_checkpoint(path, source.state_dict(), model_type=name.replace('_t', '_tiny'))
+    save_official_checkpoint(path, source.state_dict())
     assert 'yacs' not in sys.modules
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    model = create_from_official(name, path).eval()
     assert 'yacs' not in sys.modules  # nothing was imported to read the config
     x = torch.randn(1, 3, 96, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
 
     # features_only and another class count load from the same file
-    feats = timm.create_model(name, pretrained=True, features_only=True, pretrained_cfg_overlay=dict(file=str(path)))
+    feats = create_from_official(name, path, features_only=True)
     with torch.no_grad():
         torch.testing.assert_close(feats(x)[-1], source.forward_features(x))
-    ten = timm.create_model(name, pretrained=True, num_classes=10, pretrained_cfg_overlay=dict(file=str(path)))
+    ten = create_from_official(name, path, num_classes=10)
     torch.testing.assert_close(ten.block2[1].mlp.fc1.weight, source.block2[1].mlp.fc1.weight)
 
 
@@ -258,10 +210,10 @@ def test_wrong_keys_and_shapes_are_named(tiny_models, tmp_path):
     sd = dict(model.state_dict())
     sd['block2.1.mlp.fc1.weight'] = torch.zeros(10, 128)
     path = tmp_path / 'bad.pth'
-    save_official_checkpoint(path, sd, model_type='agent_pvt_tiny')
+    save_official_checkpoint(path, sd)
     with pytest.raises(CheckpointError, match=r'shape mismatch: block2\.1\.mlp\.fc1\.weight \(10, 128\) vs model '
                                               r'\(1024, 128\)'):
-        timm.create_model('agent_pvt_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+        create_from_official('agent_pvt_t', path)
 
     # a FLatten file does not fit an Agent model: the error names the keys, not a pickle or shape trace
     with pytest.raises(CheckpointError, match=r'unexpected keys: .*(positional_encoding|scale|norm)'):

@@ -1,7 +1,5 @@
 """PVTv2 family: FLatten-PVTv2 as timm models."""
 import sys
-import types
-from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import timm
@@ -11,6 +9,8 @@ import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.checkpoint import CheckpointError
 from linattn_vision.layers import resize_tokens_grid
 from linattn_vision.models.pvt_v2 import checkpoint_filter_fn
+from model_checks import assert_grad_checkpointing_matches, create_from_official, published_roundings
+from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # exact counts of the official module structure; the paper rounds them to 0.1M (b2 22.548M is quoted as 22.6M,
 # i.e. via 22.55); b3 / b4 have no published count
@@ -22,42 +22,6 @@ PARAMS = {
     'flatten_pvt_v2_b4': (51_836_968, None),
 }
 B0_DIMS = [32, 64, 160, 256]
-
-
-def published_roundings(count):
-    """count in millions to 0.1M, rounded directly or via two decimals (half up), as papers do."""
-    millions = Decimal(count) / 10 ** 6
-    direct = millions.quantize(Decimal('0.1'), ROUND_HALF_UP)
-    via_two = millions.quantize(Decimal('0.01'), ROUND_HALF_UP).quantize(Decimal('0.1'), ROUND_HALF_UP)
-    return {float(direct), float(via_two)}
-
-
-def save_official_checkpoint(path, state_dict):
-    """Write a file laid out like the official release, with a yacs CfgNode pickled under 'config'.
-
-    yacs is not installed: a stand-in module is registered while saving and removed again.
-    """
-    pkg, mod = types.ModuleType('yacs'), types.ModuleType('yacs.config')
-
-    class CfgNode(dict):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.__dict__.update({'__immutable__': True, '__deprecated_keys__': set(), '__renamed_keys__': {},
-                                  '__new_allowed__': False})
-
-    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
-    mod.CfgNode, pkg.config = CfgNode, mod
-    saved = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
-    sys.modules.update({'yacs': pkg, 'yacs.config': mod})
-    try:
-        config = CfgNode(MODEL=CfgNode(TYPE='flatten_pvt_v2_b0', LA=CfgNode(ATTN_TYPE='LLLL')))
-        torch.save({'model': dict(state_dict), 'optimizer': {'state': {}}, 'epoch': 299, 'config': config}, path)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
 
 
 @pytest.fixture(scope='module')
@@ -144,16 +108,7 @@ def test_timm_api(b0):
     layers = group_parameters(model, model.group_matcher())
     assert sum(len(v) for v in layers.values()) == len(list(model.parameters()))
     assert 'patch_embed1.proj.weight' in layers[0]
-
-    x = torch.randn(1, 3, 64, 64)
-    torch.manual_seed(0)
-    model(x).sum().backward()
-    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
-    model.set_grad_checkpointing(True)
-    model(x).sum().backward()
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, ref[n], rtol=1e-4, atol=1e-6)
+    assert_grad_checkpointing_matches(model, torch.randn(1, 3, 64, 64))
 
 
 def test_any_input_size(b0):
@@ -167,13 +122,12 @@ def test_any_input_size(b0):
 def test_official_checkpoint_loads_strictly(b0, tmp_path):
     path = tmp_path / 'flatten_pvt_v2_b0.pth'
     save_official_checkpoint(path, b0.state_dict())
-    model = timm.create_model('flatten_pvt_v2_b0', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    model = create_from_official('flatten_pvt_v2_b0', path)
     assert 'yacs' not in sys.modules
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), b0(x), rtol=0, atol=0)
-    feats = timm.create_model('flatten_pvt_v2_b0', pretrained=True, features_only=True,
-                              pretrained_cfg_overlay=dict(file=str(path)))
+    feats = create_from_official('flatten_pvt_v2_b0', path, features_only=True)
     with torch.no_grad():
         torch.testing.assert_close(feats(x)[-1], b0.forward_features(x))
 
@@ -189,7 +143,7 @@ def test_wrong_keys_and_shapes_are_named(b0, tmp_path):
     path = tmp_path / 'bad.pth'
     save_official_checkpoint(path, sd)
     with pytest.raises(CheckpointError, match=r'shape mismatch: norm2\.weight \(65,\) vs model \(64,\)'):
-        timm.create_model('flatten_pvt_v2_b0', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+        create_from_official('flatten_pvt_v2_b0', path)
 
 
 def test_resolution_change_at_load_matches_live_resize(b0):

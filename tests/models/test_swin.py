@@ -1,6 +1,5 @@
 """FLatten / Agent Swin: variants, timm API, official checkpoints, any input size."""
 import sys
-import types
 
 import pytest
 import timm
@@ -11,6 +10,8 @@ import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.checkpoint import CheckpointError
 from linattn_vision.layers import relative_position_index, resize_axis, resize_rel_pos_table, resize_tokens_grid
 from linattn_vision.models.swin import SwinTransformer, checkpoint_filter_fn
+from model_checks import create_from_official
+from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # published param counts (M): FLatten README/paper (Swin-T/S/B), Agent-Attention README (T 29, S 50, B 88, S-288 50,
 # B-384 88); FLatten-Swin-B-384 has no published count: its larger positional encodings and window-12 tables
@@ -131,17 +132,9 @@ def test_grad_checkpointing_same_result():
     assert x.grad is not None
 
 
-def _fake_yacs():
-    """A stand-in `yacs.config.CfgNode` (a dict subclass, as the real one) for pickling an official-layout file."""
-    yacs, config = types.ModuleType('yacs'), types.ModuleType('yacs.config')
-    node = type('CfgNode', (dict,), {'__module__': 'yacs.config'})
-    config.CfgNode, yacs.config = node, config
-    return yacs, config
-
-
 def _save_official(tmp_path, model, name='ckpt.pth', edit=None):
-    """Save ``model`` as an official release file: {'model', 'optimizer', 'config' (yacs), 'epoch'}, with the
-    official buffers (relative_position_index, attn_mask) in the state dict."""
+    """Save ``model`` as an official release file, with the official buffers (relative_position_index,
+    attn_mask) in the state dict."""
     state = dict(model.state_dict())
     for stage_idx, stage in enumerate(model.layers):
         for blk_idx, blk in enumerate(stage.blocks):
@@ -154,15 +147,7 @@ def _save_official(tmp_path, model, name='ckpt.pth', edit=None):
                     state[prefix + 'attn_mask'] = blk.shift_mask(H, W, window, shift, torch.device('cpu'))
     if edit:
         edit(state)
-    yacs, config = _fake_yacs()
-    sys.modules['yacs'], sys.modules['yacs.config'] = yacs, config
-    try:
-        cfg = config.CfgNode(MODEL=config.CfgNode(NAME='x', DROP_PATH_RATE=0.2))
-        path = tmp_path / name
-        torch.save({'model': state, 'optimizer': {'state': {}}, 'config': cfg, 'epoch': 299}, path)
-    finally:  # loading must not need yacs
-        del sys.modules['yacs'], sys.modules['yacs.config']
-    return path, state
+    return save_official_checkpoint(tmp_path / name, state), state
 
 
 @pytest.mark.parametrize('name', ['flatten_swin_t', 'agent_swin_t'])
@@ -175,7 +160,7 @@ def test_official_layout_checkpoint_loads_strictly_with_identical_outputs(tmp_pa
     assert any(k.endswith('relative_position_index') for k in state)
     assert any(k.endswith('attn_mask') for k in state) == (name == 'flatten_swin_t')  # agent-T: no shifted stage
     assert 'yacs' not in sys.modules
-    dst = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY).eval()
+    dst = create_from_official(name, path, **TINY).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
@@ -183,8 +168,7 @@ def test_official_layout_checkpoint_loads_strictly_with_identical_outputs(tmp_pa
     filtered = checkpoint_filter_fn({'model': state, 'epoch': 1}, dst)
     assert set(filtered) == set(dst.state_dict())
     # and a feature extractor loads the same file
-    feats = timm.create_model(name, features_only=True, pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(path)), **TINY).eval()
+    feats = create_from_official(name, path, features_only=True, **TINY).eval()
     with torch.no_grad():
         for a, b in zip(feats(x), src.forward_intermediates(x, intermediates_only=True)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -201,14 +185,14 @@ def test_bad_checkpoint_names_first_offending_keys(tmp_path, edit, expected):
     src = timm.create_model('agent_swin_t', **TINY)
     path, _ = _save_official(tmp_path, src, edit=edit)
     with pytest.raises(CheckpointError, match=expected):
-        timm.create_model('agent_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY)
+        create_from_official('agent_swin_t', path, **TINY)
 
 
 def test_checkpoint_resized_to_another_resolution(tmp_path):
     src = timm.create_model('agent_swin_t', **TINY)
     path, state = _save_official(tmp_path, src)
     big = dict(TINY, img_size=96, window_size=3)
-    dst = timm.create_model('agent_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **big)
+    dst = create_from_official('agent_swin_t', path, **big)
     got = dst.state_dict()
     torch.testing.assert_close(got['layers.0.blocks.0.attn.ah_bias'],
                                resize_axis(state['layers.0.blocks.0.attn.ah_bias'], 3, 24))
@@ -217,7 +201,7 @@ def test_checkpoint_resized_to_another_resolution(tmp_path):
                                                     (2, 2), (3, 3)))
     flat_src = timm.create_model('flatten_swin_t', **TINY)
     flat_path, flat_state = _save_official(tmp_path, flat_src, name='flat.pth')
-    flat = timm.create_model('flatten_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(flat_path)), **big)
+    flat = create_from_official('flatten_swin_t', flat_path, **big)
     torch.testing.assert_close(flat.state_dict()['layers.1.blocks.1.attn.positional_encoding'],
                                resize_tokens_grid(flat_state['layers.1.blocks.1.attn.positional_encoding'],
                                                   (8, 8), (12, 12)))
@@ -226,8 +210,7 @@ def test_checkpoint_resized_to_another_resolution(tmp_path):
 
 def test_new_classifier_with_pretrained_body(tmp_path):
     path, _ = _save_official(tmp_path, timm.create_model('flatten_swin_t', **TINY))
-    model = timm.create_model('flatten_swin_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                              num_classes=7, **TINY)
+    model = create_from_official('flatten_swin_t', path, num_classes=7, **TINY)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
 
 
