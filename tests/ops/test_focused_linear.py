@@ -191,3 +191,14 @@ def test_kernel_layout_routing(num_heads, head_dim, flat, half_ok, fp32_ok):
     assert uses_flat_layout(num_heads, head_dim) == flat
     assert kernels_support(num_heads, head_dim, fp32=False) == half_ok
     assert kernels_support(num_heads, head_dim, fp32=True) == fp32_ok
+
+
+def test_model_traces_with_torch_jit_trace():
+    """FLOP counters (mmengine, fvcore) trace models with torch.jit.trace, where sizes are tensors."""
+    import timm
+    import linattn_vision  # noqa: F401
+    model = timm.create_model('flatten_pvt_v2_b0').eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x), model(x))

@@ -220,9 +220,10 @@ def focused_linear_attention(q, k, v, scale, pos=None, num_heads: int = 1, focus
     _check_inputs(q, k, v, scale, pos, num_heads)
     B, N, C = q.shape
     head_dim = C // num_heads
-    use_kernels = (not _FORCE_REFERENCE and all(t.dtype in _KERNEL_DTYPES for t in (q, k, v))
-                   and kernels_support(num_heads, head_dim, torch.float32 in (q.dtype, k.dtype, v.dtype))
-                   and _runs_triton(q))
+    # device first: under torch.jit.trace (FLOP counters) sizes are tensors, and CPU tensors never need the layout
+    use_kernels = (not _FORCE_REFERENCE and _runs_triton(q) and all(t.dtype in _KERNEL_DTYPES for t in (q, k, v))
+                   and kernels_support(int(num_heads), int(head_dim),
+                                       torch.float32 in (q.dtype, k.dtype, v.dtype)))
     if not use_kernels:
         return focused_linear_attention_reference(q, k, v, scale, pos, num_heads, focusing_factor)
     s = F.softplus(scale.reshape(C).float())
