@@ -38,3 +38,20 @@ def assert_grad_checkpointing_matches(model, x, rtol=1e-4, atol=1e-6):
     assert grads.keys() == ref.keys()
     for n, g in grads.items():
         torch.testing.assert_close(g, ref[n], rtol=rtol, atol=atol, msg=lambda m, n=n: f'{n}: {m}')
+
+
+def meta_param_count(name, **kwargs):
+    """Parameter count of a registered model, built on the meta device (nothing allocated or initialised)."""
+    with torch.device('meta'):
+        model = timm.create_model(name, **kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
+def draw_flatten_params(model, std=0.5):
+    """Random values for the zero-initialised FLatten parameters (positional encodings, focusing scales), so
+    that loading them is checked."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(('positional_encoding', '.scale')):
+                p.normal_(0, std)
+    return model

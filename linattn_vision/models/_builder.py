@@ -15,7 +15,8 @@ from timm.models._features import feature_take_indices
 from .. import checkpoint as ckpt
 
 __all__ = [
-    'TimmApiMixin', 'stage_intermediates', 'drop_stages_after', 'make_cfg', 'official_checkpoint_loading', 'build_official_model', 'official_state_dict',
+    'TimmApiMixin', 'stage_intermediates', 'drop_stages_after', 'make_cfg', 'official_checkpoint_loading',
+    'build_official_model', 'official_state_dict',
     'check_fits_ignoring_classifier', 'check_min_input_size', 'model_name',
 ]
 

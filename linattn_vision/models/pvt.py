@@ -105,6 +105,19 @@ def per_stage(value, num_stages: int, name: str) -> tuple:
     return (value,) * num_stages
 
 
+def stage_args(depths, embed_dims, num_heads, mlp_ratios, attn_layer, stage_attn_kwargs):
+    """The per-stage arguments of a PVT-style model, checked: (num_stages, mlp_ratios, attn_layers,
+    stage_attn_kwargs), the last three one entry per stage."""
+    num_stages = len(depths)
+    if len(embed_dims) != num_stages or len(num_heads) != num_stages:
+        raise ValueError(f'depths, embed_dims and num_heads need one entry per stage, got '
+                         f'{len(depths)}, {len(embed_dims)}, {len(num_heads)}')
+    return (num_stages,
+            per_stage(mlp_ratios, num_stages, 'mlp_ratios'),
+            per_stage(attn_layer, num_stages, 'attn_layer'),
+            per_stage(stage_attn_kwargs or {}, num_stages, 'stage_attn_kwargs'))
+
+
 def _stage_grids(img_size, patch_size: int, num_stages: int) -> List[FeatSize]:
     """Token grid of every stage for an ``img_size`` input: patchify, then 2x2 patches (the convs floor)."""
     h, w = to_hw(img_size)
@@ -157,13 +170,8 @@ class PyramidVisionTransformer(TimmApiMixin, nn.Module):
     ):
         super().__init__()
         self._check_global_pool(global_pool)
-        num_stages = len(depths)
-        if len(embed_dims) != num_stages or len(num_heads) != num_stages:
-            raise ValueError(f'depths, embed_dims and num_heads need one entry per stage, got '
-                             f'{len(depths)}, {len(embed_dims)}, {len(num_heads)}')
-        mlp_ratios = per_stage(mlp_ratios, num_stages, 'mlp_ratios')
-        attn_layers = per_stage(attn_layer, num_stages, 'attn_layer')
-        stage_attn_kwargs = per_stage(stage_attn_kwargs or {}, num_stages, 'stage_attn_kwargs')
+        num_stages, mlp_ratios, attn_layers, stage_attn_kwargs = stage_args(
+            depths, embed_dims, num_heads, mlp_ratios, attn_layer, stage_attn_kwargs)
 
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -218,7 +226,8 @@ class PyramidVisionTransformer(TimmApiMixin, nn.Module):
             trunc_normal_(getattr(self, f'pos_embed{i + 1}'), std=.02)
         self.apply(self._init_weights)
 
-    # --- timm model API (set_grad_checkpointing, get/reset_classifier, forward_head, forward: TimmApiMixin) ---------------------------------------------------------------------------------------
+    # --- timm model API ---------------------------------------------------------------------------------------
+    # (set_grad_checkpointing, get/reset_classifier, forward_head, forward: TimmApiMixin)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:

@@ -24,7 +24,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers import FocusedLinearAttention, to_hw
 from ._builder import TimmApiMixin, build_official_model, drop_stages_after, make_cfg, stage_intermediates
-from .pvt import Block, check_image_batch, filter_state_dict, per_stage
+from .pvt import Block, check_image_batch, filter_state_dict, stage_args
 
 __all__ = ['PyramidVisionTransformerV2', 'OverlapPatchEmbed', 'MlpWithDepthwiseConv', 'checkpoint_filter_fn']
 
@@ -126,13 +126,8 @@ class PyramidVisionTransformerV2(TimmApiMixin, nn.Module):
     ):
         super().__init__()
         self._check_global_pool(global_pool)
-        num_stages = len(depths)
-        if len(embed_dims) != num_stages or len(num_heads) != num_stages:
-            raise ValueError(f'depths, embed_dims and num_heads need one entry per stage, got '
-                             f'{len(depths)}, {len(embed_dims)}, {len(num_heads)}')
-        mlp_ratios = per_stage(mlp_ratios, num_stages, 'mlp_ratios')
-        attn_layers = per_stage(attn_layer, num_stages, 'attn_layer')
-        stage_attn_kwargs = per_stage(stage_attn_kwargs or {}, num_stages, 'stage_attn_kwargs')
+        num_stages, mlp_ratios, attn_layers, stage_attn_kwargs = stage_args(
+            depths, embed_dims, num_heads, mlp_ratios, attn_layer, stage_attn_kwargs)
 
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -193,7 +188,8 @@ class PyramidVisionTransformerV2(TimmApiMixin, nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    # --- timm model API (set_grad_checkpointing, get/reset_classifier, forward_head, forward: TimmApiMixin) ------------------------------------------------------------------------------------
+    # --- timm model API ---------------------------------------------------------------------------------------
+    # (set_grad_checkpointing, get/reset_classifier, forward_head, forward: TimmApiMixin)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:

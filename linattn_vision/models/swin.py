@@ -379,7 +379,8 @@ class SwinTransformer(TimmApiMixin, nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
-    # --- timm model API (get/reset_classifier, forward_head, forward: TimmApiMixin) ---------------------------
+    # --- timm model API ---------------------------------------------------------------------------------------
+    # (get/reset_classifier, forward_head, forward: TimmApiMixin)
 
     @torch.jit.ignore
     def no_weight_decay(self):

@@ -11,7 +11,7 @@ import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.checkpoint import CheckpointError, load_file
 from linattn_vision.layers.pos_embed import resize_axis, resize_tokens_grid
 from linattn_vision.models.cswin import AgentBranch, FocusedLinearBranch, LePEAttention, checkpoint_filter_fn
-from model_checks import assert_grad_checkpointing_matches, create_from_official, train_step
+from model_checks import assert_grad_checkpointing_matches, create_from_official, meta_param_count, train_step
 from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # counted from the official model definitions (flatten_cswin.py / agent_cswin.py with the released configs);
@@ -33,15 +33,9 @@ PUBLISHED_M = {'flatten_cswin_t': 21.2, 'flatten_cswin_s': 35.5, 'flatten_cswin_
 SMALL = dict(depth=(1, 1, 1, 1))
 
 
-def _n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 @pytest.mark.parametrize('name', sorted(PARAMS))
 def test_variant_param_count(name):
-    with torch.device('meta'):
-        model = timm.create_model(name)
-    n = _n_params(model)
+    n = meta_param_count(name)
     assert n == PARAMS[name]
     if name in PUBLISHED_M:
         assert abs(n / 1e6 - PUBLISHED_M[name]) < 0.55

@@ -9,7 +9,9 @@ import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.checkpoint import CheckpointError
 from linattn_vision.layers import resize_axis, resize_tokens_grid
 from linattn_vision.models.pvt import checkpoint_filter_fn
-from model_checks import assert_grad_checkpointing_matches, create_from_official, published_roundings
+from model_checks import (
+    assert_grad_checkpointing_matches, create_from_official, draw_flatten_params, meta_param_count, published_roundings,
+)
 from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # exact counts of the official module structure; the papers / READMEs round them to 0.1M
@@ -32,18 +34,13 @@ TINY = ['flatten_pvt_t', 'agent_pvt_t']
 def tiny_models():
     torch.manual_seed(0)
     models = {name: timm.create_model(name).eval() for name in TINY}
-    with torch.no_grad():  # the zero-initialised FLatten parameters get values, so loading them is checked
-        for p_name, p in models['flatten_pvt_t'].named_parameters():
-            if p_name.endswith(('positional_encoding', '.scale')):
-                p.normal_(0, 0.5)
+    draw_flatten_params(models['flatten_pvt_t'])
     return models
 
 
 @pytest.mark.parametrize('name', sorted(PARAMS))
 def test_param_count(name):
-    with torch.device('meta'):  # count without allocating or initialising the weights
-        model = timm.create_model(name)
-    count = sum(p.numel() for p in model.parameters())
+    count = meta_param_count(name)
     exact, quoted = PARAMS[name]
     assert count == exact
     assert quoted in published_roundings(count)

@@ -9,7 +9,9 @@ import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.checkpoint import CheckpointError
 from linattn_vision.layers import resize_tokens_grid
 from linattn_vision.models.pvt_v2 import checkpoint_filter_fn
-from model_checks import assert_grad_checkpointing_matches, create_from_official, published_roundings
+from model_checks import (
+    assert_grad_checkpointing_matches, create_from_official, draw_flatten_params, meta_param_count, published_roundings,
+)
 from official_layout import save_official_checkpoint  # tests/official_layout.py
 
 # exact counts of the official module structure; the paper rounds them to 0.1M (b2 22.548M is quoted as 22.6M,
@@ -27,19 +29,12 @@ B0_DIMS = [32, 64, 160, 256]
 @pytest.fixture(scope='module')
 def b0():
     torch.manual_seed(0)
-    model = timm.create_model('flatten_pvt_v2_b0').eval()
-    with torch.no_grad():  # the zero-initialised FLatten parameters get values, so loading them is checked
-        for name, p in model.named_parameters():
-            if name.endswith(('positional_encoding', '.scale')):
-                p.normal_(0, 0.5)
-    return model
+    return draw_flatten_params(timm.create_model('flatten_pvt_v2_b0').eval())
 
 
 @pytest.mark.parametrize('name', sorted(PARAMS))
 def test_param_count(name):
-    with torch.device('meta'):  # count without allocating or initialising the weights
-        model = timm.create_model(name)
-    count = sum(p.numel() for p in model.parameters())
+    count = meta_param_count(name)
     exact, quoted = PARAMS[name]
     assert count == exact
     if quoted is not None:
