@@ -95,14 +95,14 @@ config_of() {
   case "$1" in
     det) echo configs/demo/retinanet_flatten-pvt-demo_shapes-coco.py ;;
     seg) echo configs/demo/fpn_agent-pvt-demo_shapes-ade.py ;;
-    cls) echo configs/demo/flatten-swin-demo_shapes-imagefolder.py ;;
+    cls) echo configs/demo/flatten-pvt-demo_shapes-imagefolder.py ;;
   esac
 }
 title_of() {
   case "$1" in
     det) echo "detection: RetinaNet on a small FLatten-PVT (demo COCO)" ;;
     seg) echo "segmentation: Semantic FPN on a small Agent-PVT (demo ADE20K)" ;;
-    cls) echo "classification: a small FLatten-Swin (demo ImageFolder)" ;;
+    cls) echo "classification: a small FLatten-PVT (demo ImageFolder)" ;;
   esac
 }
 # a few iterations of everything, to check the pipeline end to end
