@@ -47,7 +47,7 @@ test_evaluator = val_evaluator
 
 # from scratch: AdamW (1e-3: 2e-3 learns slower here), 3 warm-up epochs, cosine decay; validated a few times for the
 # metric curve
-max_epochs = 50
+max_epochs = 30
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=10)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
