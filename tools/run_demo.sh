@@ -18,7 +18,7 @@
 #   --data DIR           demo data root (data/demo; data/demo_quick with --quick)           [DEMO_DATA]
 #   --skip-setup         do not run tools/setup_env.sh                                      [DEMO_SKIP_SETUP=1]
 #   --tensorboard        also log to TensorBoard (needs the tensorboard package)           [DEMO_TENSORBOARD=1]
-#   --cfg-options ...    passed on to every tools/train.py call (must come last)
+#   --cfg-options ...    passed on to every tools/train.py and tools/test.py call (must come last)
 # [DEMO_PYTHON] the interpreter to use (default: the venv's, ${LINATTN_VENV:-.venv}/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --skip-setup) SKIP_SETUP=1 ;;
     --tensorboard) TENSORBOARD=1 ;;
     --cfg-options) shift; EXTRA_CFG=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run_demo.sh: error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
