@@ -1,19 +1,6 @@
 # Mask R-CNN 1x (12 epochs) with an agent-pvt-t backbone on COCO.
-_base_ = [
-    '../_base_/models/mask_rcnn_fpn.py',
-    '../_base_/datasets/coco_instance.py',
-    '../_base_/schedules/det_1x.py',
-    '../_base_/det_runtime.py',
-]
+# The flatten-pvt-t config with another attention.
+_base_ = './mask-rcnn_flatten-pvt-t_fpn_1x_coco.py'
 # official ImageNet-1k release of the backbone (or a timm / safetensors file of this toolkit)
 pretrained = 'checkpoints/agent_pvt_t.pth'
-model = dict(
-    backbone=dict(
-        type='AgentPVT',
-        arch='t',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 320, 512]))
-# AdamW as PVT: lr 2e-4, weight decay 1e-4
-optim_wrapper = dict(optimizer=dict(lr=0.0002, weight_decay=0.0001))
+model = dict(backbone=dict(type='AgentPVT', init_cfg=dict(checkpoint=pretrained)))

@@ -1,18 +1,6 @@
 # Semantic FPN, 80k iterations at 512x512, with an agent-pvt-t backbone on ADE20K (PVT's setting).
-_base_ = [
-    '../_base_/models/fpn_seg.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/schedules/seg_80k.py',
-    '../_base_/seg_runtime.py',
-]
+# The flatten-pvt-t config with another attention.
+_base_ = './fpn_flatten-pvt-t_80k_ade20k-512x512.py'
 # official ImageNet-1k release of the backbone (or a timm / safetensors file of this toolkit)
 pretrained = 'checkpoints/agent_pvt_t.pth'
-model = dict(
-    backbone=dict(
-        type='AgentPVT',
-        arch='t',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[64, 128, 320, 512]),
-    decode_head=dict(num_classes=150))
+model = dict(backbone=dict(type='AgentPVT', init_cfg=dict(checkpoint=pretrained)))

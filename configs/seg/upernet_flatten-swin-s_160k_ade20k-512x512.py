@@ -1,26 +1,6 @@
 # UperNet, 160k iterations at 512x512, with a flatten-swin-s backbone on ADE20K (Swin's setting).
-_base_ = [
-    '../_base_/models/upernet.py',
-    '../_base_/datasets/ade20k.py',
-    '../_base_/schedules/seg_160k.py',
-    '../_base_/seg_runtime.py',
-]
+# The flatten-swin-t config at another size.
+_base_ = './upernet_flatten-swin-t_160k_ade20k-512x512.py'
 # official ImageNet-1k release of the backbone (or a timm / safetensors file of this toolkit)
 pretrained = 'checkpoints/flatten_swin_s.pth'
-model = dict(
-    backbone=dict(
-        type='FLattenSwin',
-        arch='s',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
-    auxiliary_head=dict(in_channels=384, num_classes=150))
-# no weight decay on norms, position tables and agent biases
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            'absolute_pos_embed': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.),
-        }))
+model = dict(backbone=dict(arch='s', init_cfg=dict(checkpoint=pretrained)))
