@@ -1,10 +1,12 @@
 """Agent attention modules (Agent Attention, ECCV 2024) on a token grid.
 
-n agent tokens A are average-pooled from the queries on a sqrt(n) x sqrt(n) grid;
+n agent tokens A are average-pooled from the queries on a sqrt(n) x sqrt(n) grid (or, downstream, on a larger
+``agent_shape`` grid, as the official detection / segmentation backbones' ``downstream_agent_shapes``);
 agent aggregation V_A = softmax(A K^T s + B1) V, agent broadcast O = softmax(Q A^T s + B2) V_A,
 then a depthwise conv on V is added to O. B1 / B2 are built from the official bias parameters
 (``an_bias``/``na_bias`` on a 7x7 grid, ``ah``/``aw``/``ha``/``wa`` along the rows and columns of the token
-grid, ``ac``/``ca`` for a class token) resized to the live grid. Both softmax steps run in
+grid, ``ac``/``ca`` for a class token) resized to the live grid, and their agent axis, read as the trained
+sqrt(n) x sqrt(n) agent grid, resized (bilinear) to ``agent_shape``. Both softmax steps run in
 :func:`linattn_vision.ops.agent_attention` with the biases broadcast over the batch.
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ AGENT_BIAS_GRID = 7
 class AgentCore(nn.Module):
     """Agent attention after q, k, v: agent pooling, position biases and the two softmax steps.
 
-    ``AgentCore(dim, num_heads, grid_size, agent_num=49, kv_grid_size=None, attn_drop=0., num_prefix_tokens=0)``
+    ``AgentCore(dim, num_heads, grid_size, agent_num=49, kv_grid_size=None, attn_drop=0., num_prefix_tokens=0,
+    agent_shape=None)``
 
     Args:
         dim: channels C of q, k, v.
@@ -40,23 +43,33 @@ class AgentCore(nn.Module):
         attn_drop: dropout on both attention maps.
         num_prefix_tokens: tokens before the grid (DeiT class token); adds ``ac_bias`` (agents -> prefix keys)
             and ``ca_bias`` (prefix queries -> agents). Agents pool the grid tokens only.
+        agent_shape: (h, w) grid the agents are pooled on; default the trained sqrt(n) x sqrt(n). The official
+            detection / segmentation backbones pool more agents on larger maps (``downstream_agent_shapes``, e.g.
+            12x12 from the 3x3 ImageNet agents): the bias parameters keep their trained shapes (checkpoints load
+            as they are) and their agent axis is interpolated (bilinear) to this grid at run time.
 
     Use it directly where a model computes its own q, k, v (CSwin stripes): ``attend(q, k, v, hw)``.
     """
 
     def __init__(self, dim: int, num_heads: int, grid_size, agent_num: int = 49, kv_grid_size=None,
-                 attn_drop: float = 0., num_prefix_tokens: int = 0):
+                 attn_drop: float = 0., num_prefix_tokens: int = 0, agent_shape=None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
         pool_size = int(round(agent_num ** 0.5))
         if pool_size * pool_size != agent_num:
             raise ValueError(f'agent_num must be a square (agents are pooled on a square grid), got {agent_num}')
+        agent_shape = (pool_size, pool_size) if agent_shape is None else to_hw(agent_shape)
+        if min(agent_shape) < 1:
+            raise ValueError(f'agent_shape must be a positive (h, w) grid, got {agent_shape}')
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.agent_num = agent_num
+        self.agent_num = agent_num  # agents of the bias parameters (the trained sqrt(n) x sqrt(n) grid)
+        self.agent_grid = (pool_size, pool_size)
+        self.agent_shape = agent_shape  # agents pooled at run time
+        self.num_agents = agent_shape[0] * agent_shape[1]
         self.grid_size = to_hw(grid_size)
         self.kv_grid_size = self.grid_size if kv_grid_size is None else to_hw(kv_grid_size)
         self.num_prefix_tokens = num_prefix_tokens
@@ -75,7 +88,7 @@ class AgentCore(nn.Module):
             self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, num_prefix_tokens, agent_num))
         for p in self._bias_params():
             trunc_normal_(p, std=.02)
-        self.pool = nn.AdaptiveAvgPool2d(output_size=(pool_size, pool_size))
+        self.pool = nn.AdaptiveAvgPool2d(output_size=agent_shape)
         self._bias_cache = GridCache()
 
     def _bias_params(self):
@@ -84,37 +97,51 @@ class AgentCore(nn.Module):
             params += [self.ac_bias, self.ca_bias]
         return params
 
+    def _resize_agents(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Resize the agent axis ``dim`` of a bias parameter from the trained agent grid to ``agent_shape``.
+
+        The official downstream modules interpolate the agent axis after resizing the token axes; both are linear
+        maps on different axes, so resizing the (smaller) parameter first gives the same biases.
+        """
+        if self.agent_shape == self.agent_grid:
+            return t
+        moved = t.movedim(dim, -1)
+        grid = moved.reshape(*moved.shape[:-1], *self.agent_grid)
+        grid = resize_grid(grid, self.agent_shape)
+        return grid.reshape(*moved.shape[:-1], self.num_agents).movedim(-1, dim)
+
     def _build_biases(self, hw, kv_hw):
-        h, a = self.num_heads, self.agent_num
+        h, a = self.num_heads, self.num_agents
         H, W = hw
         Hk, Wk = kv_hw
         # B1: agents -> keys, (1, h, a, P + Hk*Wk)
-        agent_bias = resize_grid(self.an_bias, kv_hw).reshape(1, h, a, Hk * Wk)
-        ah = resize_axis(self.ah_bias, 3, Hk)
-        aw = resize_axis(self.aw_bias, 4, Wk)
+        agent_bias = resize_grid(self._resize_agents(self.an_bias, 1), kv_hw).reshape(1, h, a, Hk * Wk)
+        ah = resize_axis(self._resize_agents(self.ah_bias, 2), 3, Hk)
+        aw = resize_axis(self._resize_agents(self.aw_bias, 2), 4, Wk)
         agent_bias = agent_bias + (ah + aw).reshape(1, h, a, Hk * Wk)
         # B2: queries -> agents, (1, h, P + H*W, a)
-        query_bias = resize_grid(self.na_bias, hw).reshape(1, h, a, H * W).transpose(-2, -1)
-        ha = resize_axis(self.ha_bias, 2, H)
-        wa = resize_axis(self.wa_bias, 3, W)
+        query_bias = resize_grid(self._resize_agents(self.na_bias, 1), hw).reshape(1, h, a, H * W).transpose(-2, -1)
+        ha = resize_axis(self._resize_agents(self.ha_bias, 4), 2, H)
+        wa = resize_axis(self._resize_agents(self.wa_bias, 4), 3, W)
         query_bias = query_bias + (ha + wa).reshape(1, h, H * W, a)
         if self.num_prefix_tokens:
-            agent_bias = torch.cat([self.ac_bias, agent_bias], dim=-1)
-            query_bias = torch.cat([self.ca_bias, query_bias], dim=-2)
+            agent_bias = torch.cat([self._resize_agents(self.ac_bias, 2), agent_bias], dim=-1)
+            query_bias = torch.cat([self._resize_agents(self.ca_bias, 3), query_bias], dim=-2)
         return agent_bias, query_bias
 
     def position_biases(self, hw: Sequence[int], kv_hw: Sequence[int] | None = None):
         """(B1, B2) for a live query grid ``hw`` and key grid ``kv_hw``: (1, h, n, P+Nk) and (1, h, P+N, n)."""
         hw = to_hw(hw)
         kv_hw = hw if kv_hw is None else to_hw(kv_hw)
-        return self._bias_cache.get((hw, kv_hw), self._bias_params(), lambda: self._build_biases(hw, kv_hw))
+        return self._bias_cache.get((hw, kv_hw, self.agent_shape), self._bias_params(),
+                                    lambda: self._build_biases(hw, kv_hw))
 
     def agent_tokens(self, q: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
-        """Pool the grid queries (B, P + H*W, C) to the agents (B, n, C)."""
+        """Pool the grid queries (B, P + H*W, C) to the agents (B, n, C) on the ``agent_shape`` grid."""
         B, _, C = q.shape
         H, W = to_hw(hw)
         grid = q[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, C, H, W)
-        return self.pool(grid).reshape(B, C, self.agent_num).transpose(1, 2)
+        return self.pool(grid).reshape(B, C, self.num_agents).transpose(1, 2)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Sequence[int],
                kv_hw: Sequence[int] | None = None) -> torch.Tensor:
@@ -135,7 +162,8 @@ class AgentCore(nn.Module):
         return x.transpose(1, 2).reshape(B, N, C)
 
     def extra_repr(self) -> str:
-        return (f'dim={self.dim}, num_heads={self.num_heads}, agent_num={self.agent_num}, '
+        shape = f', agent_shape={self.agent_shape}' if self.agent_shape != self.agent_grid else ''
+        return (f'dim={self.dim}, num_heads={self.num_heads}, agent_num={self.agent_num}{shape}, '
                 f'grid_size={self.grid_size}, kv_grid_size={self.kv_grid_size}, '
                 f'num_prefix_tokens={self.num_prefix_tokens}')
 
@@ -144,13 +172,13 @@ class AgentAttention(AgentCore):
     """Agent attention over a whole token grid, with its projections and the DWC on v.
 
     ``AgentAttention(dim, num_heads, grid_size, agent_num=49, qkv_bias=True, attn_drop=0., proj_drop=0.,
-    split_qkv=False, sr_ratio=1, num_prefix_tokens=0, kernel_size=3, norm_layer=nn.LayerNorm)``
+    split_qkv=False, sr_ratio=1, num_prefix_tokens=0, kernel_size=3, norm_layer=nn.LayerNorm, agent_shape=None)``
 
     Covers the official Swin (full-map window), PVT (``q``/``kv`` linears, spatial reduction ``sr`` conv +
     ``norm``), and DeiT (class token, ``num_prefix_tokens=1``) attention modules.
 
     Args:
-        dim, num_heads, agent_num, attn_drop, num_prefix_tokens: as :class:`AgentCore`.
+        dim, num_heads, agent_num, attn_drop, num_prefix_tokens, agent_shape: as :class:`AgentCore`.
         grid_size: (H, W) query grid at the default resolution; the kv grid is (H // sr_ratio, W // sr_ratio).
         qkv_bias: bias on the q/k/v projections.
         proj_drop: dropout after ``proj``.
@@ -165,7 +193,7 @@ class AgentAttention(AgentCore):
 
     def __init__(self, dim: int, num_heads: int, grid_size, agent_num: int = 49, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0., split_qkv: bool = False, sr_ratio: int = 1,
-                 num_prefix_tokens: int = 0, kernel_size: int = 3, norm_layer=nn.LayerNorm):
+                 num_prefix_tokens: int = 0, kernel_size: int = 3, norm_layer=nn.LayerNorm, agent_shape=None):
         grid_size = to_hw(grid_size)
         if sr_ratio > 1 and not split_qkv:
             raise ValueError('sr_ratio > 1 (spatial reduction of k/v) needs split_qkv=True (official q/kv layout)')
@@ -173,7 +201,7 @@ class AgentAttention(AgentCore):
             raise ValueError('spatial reduction with prefix tokens is not supported')
         kv_grid = (grid_size[0] // sr_ratio, grid_size[1] // sr_ratio)
         super().__init__(dim, num_heads, grid_size, agent_num=agent_num, kv_grid_size=kv_grid,
-                         attn_drop=attn_drop, num_prefix_tokens=num_prefix_tokens)
+                         attn_drop=attn_drop, num_prefix_tokens=num_prefix_tokens, agent_shape=agent_shape)
         self.split_qkv = split_qkv
         self.sr_ratio = sr_ratio
         if split_qkv:

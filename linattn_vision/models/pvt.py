@@ -427,10 +427,21 @@ def _flatten_pvt(variant: str, size: str, pretrained: bool, **kwargs) -> Pyramid
 
 
 def _agent_pvt(variant: str, size: str, pretrained: bool, **kwargs) -> PyramidVisionTransformer:
+    """``downstream_agent_shapes``: per stage, the (h, w) agent grid of the official detection / segmentation
+    backbones (e.g. ``((12, 12), (16, 16), (28, 28), (28, 28))`` for Agent-PVT-T; None entries keep the
+    trained sqrt(agent_num) square). Added to the stages' attention arguments as ``agent_shape``; the agent biases
+    keep their ImageNet shapes and are interpolated to that grid at run time."""
+    num_stages = len(kwargs.get('depths', _DEPTHS[size]))
+    stage_attn_kwargs = kwargs.pop('stage_attn_kwargs', None) or [dict(agent_num=n) for n in _AGENT_NUM]
+    agent_shapes = kwargs.pop('downstream_agent_shapes', None)
+    if agent_shapes is not None:
+        stage_attn_kwargs = per_stage(stage_attn_kwargs, num_stages, 'stage_attn_kwargs')
+        agent_shapes = per_stage(agent_shapes, num_stages, 'downstream_agent_shapes')
+        stage_attn_kwargs = [dict(stage, agent_shape=shape) for stage, shape in zip(stage_attn_kwargs, agent_shapes)]
     model_args = dict(
         depths=_DEPTHS[size],
         attn_layer=partial(AgentAttention, split_qkv=True),
-        stage_attn_kwargs=[dict(agent_num=n) for n in _AGENT_NUM],
+        stage_attn_kwargs=stage_attn_kwargs,
     )
     return _create_pvt(variant, pretrained=pretrained, **dict(model_args, **kwargs))
 

@@ -9,7 +9,8 @@ One skeleton, the attention of every block a parameter:
 
 * ``'flatten'``: :class:`~linattn_vision.layers.FocusedLinearAttention` over the whole stage map (the official
   models set a window as large as the map: 56 at 224, 96 at 384).
-* ``'agent'``: :class:`~linattn_vision.layers.AgentAttention` over the whole stage map.
+* ``'agent'``: :class:`~linattn_vision.layers.AgentAttention` over the whole stage map (or, with ``agent_window``,
+  inside windows of that size).
 * ``'window'``: Swin's (shifted) window softmax attention with a relative position bias.
 
 Variants as the official configs (LeapLabTHU/FLatten-Transformer ``cfgs/flatten_swin_*.yaml``,
@@ -23,6 +24,12 @@ differs.
 Any input size works: inputs and odd maps are zero-padded to the patch / merge size, the global attentions
 resize their position parameters to the live map, and windows follow the map (a map smaller than the window
 is one window; otherwise the map is padded to whole windows).
+
+Detection / segmentation (LeapLabTHU/Agent-Attention ``downstream/*/agent_swin.py``): ``downstream_agent_shapes``
+pools more agents per stage on the larger maps (Agent-Swin-T: 9x9, 12x12, 14x14, 7x7 from 3x3, 4x4, 7x7, 7x7),
+the ImageNet agent biases interpolated to that agent grid at run time, so ImageNet checkpoints load unchanged.
+The official backbones still run agent attention over the whole map (their ``window_size=56`` only sets the
+softmax window, 56 // 8 = 7); ``agent_window`` optionally restricts it to windows.
 """
 from __future__ import annotations
 
@@ -139,6 +146,8 @@ class SwinBlock(nn.Module):
             window_size: int = 7,
             shift: bool = False,
             agent_num: int = 49,
+            agent_shape: Optional[Tuple[int, int]] = None,
+            agent_window: Optional[int] = None,
             focusing_factor: float = 3,
             kernel_size: int = 5,
             mlp_ratio: float = 4.,
@@ -152,8 +161,11 @@ class SwinBlock(nn.Module):
         super().__init__()
         if attn_type not in ATTN_TYPES:
             raise ValueError(f'unknown attention type {attn_type!r}; expected one of {ATTN_TYPES}')
+        if agent_window is not None and agent_window < 1:
+            raise ValueError(f'agent_window must be a positive size or None, got {agent_window}')
         self.attn_type = attn_type
         self.window_size = window_size
+        self.agent_window = agent_window if attn_type == 'agent' else None  # other blocks ignore it
         self.shift_size = window_size // 2 if shift and attn_type == 'window' else 0
         self.norm1 = norm_layer(dim)
         if attn_type == 'flatten':
@@ -163,7 +175,7 @@ class SwinBlock(nn.Module):
         elif attn_type == 'agent':
             self.attn = AgentAttention(
                 dim, num_heads, grid_size, agent_num=agent_num, qkv_bias=qkv_bias, attn_drop=attn_drop,
-                proj_drop=proj_drop)
+                proj_drop=proj_drop, agent_shape=agent_shape)
         else:
             self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
                                         proj_drop=proj_drop)
@@ -220,11 +232,27 @@ class SwinBlock(nn.Module):
             x = torch.roll(x, shifts=shift, dims=(1, 2))
         return x[:, :H, :W]
 
+    def _agent_window_attn(self, x: torch.Tensor) -> torch.Tensor:
+        """Agent attention inside non-overlapping ``agent_window`` windows (zero-padded to whole windows; a map
+        no larger than the window is one window, i.e. the whole-map attention)."""
+        B, H, W, C = x.shape
+        window = (min(H, self.agent_window), min(W, self.agent_window))
+        pad_h, pad_w = (-H) % window[0], (-W) % window[1]
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        Hp, Wp = H + pad_h, W + pad_w
+        windows = window_partition(x, window)
+        nW, N = windows.shape[1:3]
+        windows = self.attn(windows.reshape(B * nW, N, C), window).reshape(B, nW, N, C)
+        return window_reverse(windows, window, Hp, Wp)[:, :H, :W]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         y = self.norm1(x)
         if self.attn_type == 'window':
             y = self._window_attn(y)
+        elif self.agent_window is not None:
+            y = self._agent_window_attn(y)
         else:
             y = self.attn(y.reshape(B, H * W, C), (H, W)).reshape(B, H, W, C)
         x = x + self.drop_path(y)
@@ -310,6 +338,16 @@ def _stage_attn_types(attn, depths: Sequence[int]) -> List[Tuple[str, ...]]:
     return out
 
 
+def _per_stage(value, num_stages: int, name: str) -> tuple:
+    """None or a single value for every stage, or a sequence with one entry per stage (entries may be None)."""
+    if value is None or isinstance(value, int):
+        return (value,) * num_stages
+    value = tuple(value)
+    if len(value) != num_stages:
+        raise ValueError(f'{name} has {len(value)} entries, expected one per stage ({num_stages})')
+    return value
+
+
 class SwinTransformer(TimmApiMixin, nn.Module):
     """Swin Transformer skeleton with a per-block choice of attention.
 
@@ -320,7 +358,11 @@ class SwinTransformer(TimmApiMixin, nn.Module):
             qkv_bias, drop_rate (head dropout), proj_drop_rate, attn_drop_rate, drop_path_rate, norm_layer: as timm.
         window_size: window of the ``'window'`` (softmax) blocks.
         attn_types: per stage, ``'flatten'`` | ``'agent'`` | ``'window'`` or a sequence with one per block.
-        agent_num: agents per stage for ``'agent'`` blocks (one int, or one per stage).
+        agent_num: agents per stage for ``'agent'`` blocks (one int, or one per stage); sizes the agent biases.
+        downstream_agent_shapes: per stage, the (h, w) grid the agents are pooled on (None: the trained
+            sqrt(agent_num) square); the agent biases keep their shapes and are interpolated to it. The official
+            detection / segmentation settings pool more agents, e.g. ((9, 9), (12, 12), (14, 14), (7, 7)).
+        agent_window: window of the ``'agent'`` blocks, one int or one per stage (None: the whole map).
         focusing_factor, kernel_size: focused linear attention focusing power and DWC kernel.
     """
     pool_dims = (1, 2)  # forward_features is NHWC
@@ -338,6 +380,8 @@ class SwinTransformer(TimmApiMixin, nn.Module):
             window_size: int = 7,
             attn_types: Sequence[Union[str, Sequence[str]]] = ('flatten', 'flatten', 'window', 'window'),
             agent_num: Union[int, Sequence[int]] = (9, 16, 49, 49),
+            downstream_agent_shapes: Optional[Sequence[Optional[Union[int, Tuple[int, int]]]]] = None,
+            agent_window: Optional[Union[int, Sequence[Optional[int]]]] = None,
             focusing_factor: float = 3,
             kernel_size: int = 5,
             mlp_ratio: float = 4.,
@@ -358,6 +402,8 @@ class SwinTransformer(TimmApiMixin, nn.Module):
         self.img_size = to_hw(img_size)
         block_attn = _stage_attn_types(attn_types, depths)
         agent_num = tuple(agent_num) if isinstance(agent_num, (list, tuple)) else (agent_num,) * num_stages
+        agent_shapes = _per_stage(downstream_agent_shapes, num_stages, 'downstream_agent_shapes')
+        agent_windows = _per_stage(agent_window, num_stages, 'agent_window')
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
 
@@ -370,6 +416,7 @@ class SwinTransformer(TimmApiMixin, nn.Module):
             self.layers.append(SwinStage(
                 dims[i], depths[i], num_heads[i], grid, block_attn[i], downsample=i < num_stages - 1,
                 drop_path=dpr[i], norm_layer=norm_layer, window_size=window_size, agent_num=agent_num[i],
+                agent_shape=agent_shapes[i], agent_window=agent_windows[i],
                 focusing_factor=focusing_factor, kernel_size=kernel_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                 proj_drop=proj_drop_rate, attn_drop=attn_drop_rate))
             self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'layers.{i}'))
