@@ -4,6 +4,7 @@ import sys
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
 import linattn_vision  # noqa: F401  (registers the models)
@@ -235,3 +236,77 @@ def test_bad_attention_spec_is_a_clear_error():
         SwinTransformer(attn_types=('flatten', 'softmax', 'window', 'window'), **TINY)
     with pytest.raises(ValueError, match='stage 1: 3 attention types for 2 blocks'):
         SwinTransformer(attn_types=('flatten', ('agent',) * 3, 'window', 'window'), **TINY)
+
+
+# --- downstream (detection / segmentation) agent settings ------------------------------------------------------
+# official Agent-Swin-T detection / segmentation grids ('9-12-14-7'); TINY's 64 px training grids are 16, 8, 4, 2
+DOWNSTREAM_SWIN = [(9, 9), (12, 12), (14, 14), (7, 7)]
+
+
+def test_downstream_agent_shapes_default_unchanged_and_per_stage():
+    default = timm.create_model('agent_swin_t', **TINY)
+    downstream = timm.create_model('agent_swin_t', downstream_agent_shapes=DOWNSTREAM_SWIN, **TINY)
+    for stage, shape, n in zip(default.layers[:3], DOWNSTREAM_SWIN, (9, 16, 49)):
+        assert all(b.attn.agent_shape == b.attn.agent_grid and b.attn.num_agents == n for b in stage.blocks)
+        assert all(b.agent_window is None for b in stage.blocks)
+    for stage, shape in zip(downstream.layers[:3], DOWNSTREAM_SWIN):
+        assert all(b.attn.agent_shape == shape for b in stage.blocks)
+    assert downstream.layers[3].blocks[0].attn_type == 'window'  # stage 4 (B) ignores its agent grid
+    with pytest.raises(ValueError, match='downstream_agent_shapes has 2 entries'):
+        SwinTransformer(downstream_agent_shapes=[(9, 9), (12, 12)], **TINY)
+    with pytest.raises(ValueError, match='agent_window must be a positive size'):
+        SwinTransformer(attn_types=('agent',) * 4, agent_window=0, **TINY)
+
+
+def test_imagenet_checkpoint_loads_strictly_into_downstream_model(tmp_path):
+    src = timm.create_model('agent_swin_t', **TINY)
+    path, _ = _save_official(tmp_path, src)
+    dst = create_from_official('agent_swin_t', path, downstream_agent_shapes=DOWNSTREAM_SWIN, agent_window=8, **TINY)
+    reference = src.state_dict()
+    assert dst.state_dict().keys() == reference.keys()
+    for name, value in dst.state_dict().items():  # ImageNet shapes, the file's values
+        assert torch.equal(value, reference[name]), name
+    with torch.no_grad():
+        assert torch.isfinite(dst(torch.randn(1, 3, 72, 100))).all()
+
+
+def test_downstream_features_at_detection_like_size_have_shapes_and_finite_grads():
+    model = timm.create_model('agent_swin_t', embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
+                              downstream_agent_shapes=DOWNSTREAM_SWIN)
+    x = torch.randn(1, 3, 200, 264)
+    feats = model.forward_intermediates(x, intermediates_only=True)
+    assert [tuple(f.shape) for f in feats] == [(1, 16, 50, 66), (1, 32, 25, 33), (1, 64, 13, 17), (1, 128, 7, 9)]
+    sum(f.square().mean() for f in feats).backward()
+    for name, p in model.named_parameters():
+        if name.startswith(('norm.', 'head.')):
+            continue
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if name.endswith('_bias') and 'layers.3' not in name:
+            assert p.grad.abs().sum() > 0, name  # every agent bias trains at the downstream grid
+
+
+def _agent_block(agent_window):
+    from linattn_vision.models.swin import SwinBlock
+    torch.manual_seed(0)
+    blk = SwinBlock(8, 2, (6, 6), attn_type='agent', agent_num=4, agent_shape=(3, 3), agent_window=agent_window)
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.normal_(0, 0.5)
+    return blk.double().eval()
+
+
+def test_agent_window_is_agent_attention_inside_zero_padded_windows():
+    blk = _agent_block(agent_window=4)
+    x = torch.randn(2, 6, 10, 8, dtype=torch.float64)  # padded to 8x12: 2x3 windows of 4x4
+    expected = torch.zeros(2, 8, 12, 8, dtype=torch.float64)
+    padded = F.pad(x, (0, 0, 0, 2, 0, 2))
+    with torch.no_grad():
+        for i in range(0, 8, 4):
+            for j in range(0, 12, 4):
+                tokens = padded[:, i:i + 4, j:j + 4].reshape(2, 16, 8)
+                expected[:, i:i + 4, j:j + 4] = blk.attn(tokens, (4, 4)).reshape(2, 4, 4, 8)
+        torch.testing.assert_close(blk._agent_window_attn(x), expected[:, :6, :10])
+        # a window no smaller than the map is the whole-map attention of the default block
+        whole = _agent_block(agent_window=None)
+        torch.testing.assert_close(_agent_block(agent_window=16)(x), whole(x))
+        assert not torch.allclose(blk(x), whole(x))
