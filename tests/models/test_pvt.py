@@ -233,3 +233,47 @@ def test_resolution_change_at_load_matches_live_resize(tiny_models):
         x = torch.randn(1, 3, 256, 256)
         with torch.no_grad():
             torch.testing.assert_close(model(x), source(x), rtol=1e-4, atol=1e-5)
+
+
+# --- downstream (detection / segmentation) agent settings ------------------------------------------------------
+# official Agent-PVT-T detection / segmentation grids ('12-16-28-28')
+DOWNSTREAM_PVT = [(12, 12), (16, 16), (28, 28), (28, 28)]
+SMALL_PVT = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1))
+
+
+def test_downstream_agent_shapes_reach_every_stage():
+    default = timm.create_model('agent_pvt_t', **SMALL_PVT)
+    model = timm.create_model('agent_pvt_t', downstream_agent_shapes=DOWNSTREAM_PVT, **SMALL_PVT)
+    for i, (shape, n) in enumerate(zip(DOWNSTREAM_PVT, (9, 16, 49, 49))):
+        attn, base = getattr(model, f'block{i + 1}')[0].attn, getattr(default, f'block{i + 1}')[0].attn
+        assert attn.agent_shape == shape and attn.agent_num == n
+        assert base.agent_shape == base.agent_grid and base.num_agents == n
+    # merged with explicit per-stage attention arguments
+    custom = timm.create_model('agent_pvt_t', downstream_agent_shapes=[None, 5, (2, 3), None], **SMALL_PVT,
+                               stage_attn_kwargs=[dict(agent_num=n) for n in (4, 9, 4, 4)])
+    assert [getattr(custom, f'block{i}')[0].attn.agent_shape for i in (1, 2, 3, 4)] == [(2, 2), (5, 5), (2, 3), (2, 2)]
+    with pytest.raises(ValueError, match='downstream_agent_shapes has 2 entries'):
+        timm.create_model('agent_pvt_t', downstream_agent_shapes=[(12, 12), (16, 16)], **SMALL_PVT)
+
+
+def test_imagenet_checkpoint_loads_strictly_into_downstream_model(tmp_path):
+    source = timm.create_model('agent_pvt_t', **SMALL_PVT)
+    path = save_official_checkpoint(tmp_path / 'agent_pvt_t.pth', source.state_dict())
+    model = create_from_official('agent_pvt_t', path, downstream_agent_shapes=DOWNSTREAM_PVT, **SMALL_PVT)
+    reference = source.state_dict()
+    assert model.state_dict().keys() == reference.keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, reference[name]), name
+
+
+def test_downstream_features_at_detection_like_size_have_shapes_and_finite_grads():
+    model = timm.create_model('agent_pvt_t', downstream_agent_shapes=DOWNSTREAM_PVT, **SMALL_PVT)
+    feats = model.forward_intermediates(torch.randn(1, 3, 200, 264), intermediates_only=True)
+    assert [tuple(f.shape) for f in feats] == [(1, 16, 50, 66), (1, 32, 25, 33), (1, 40, 12, 16), (1, 64, 6, 8)]
+    sum(f.square().mean() for f in feats).backward()
+    for name, p in model.named_parameters():
+        if name.startswith('head.'):
+            continue
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if name.endswith(('an_bias', 'na_bias', 'ah_bias', 'aw_bias', 'ha_bias', 'wa_bias')):
+            assert p.grad.abs().sum() > 0, name
