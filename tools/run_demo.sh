@@ -116,24 +116,34 @@ quick_options() {
               default_hooks.logger.interval=1 log_processor.window_size=1 ;;
   esac
 }
-TB_OPTIONS=()
+# TensorBoard next to the JSON scalars: --cfg-options cannot append a dict to a list (mmengine's DictAction parses
+# scalars only), so a two-line config derived from the demo config adds the backend
+TENSORBOARD_OK=0
 if [ "$TENSORBOARD" = 1 ]; then
   if "$PY" -c "import tensorboard" 2>/dev/null; then
-    TB_OPTIONS=("visualizer.vis_backends=[dict(type='LocalVisBackend'),dict(type='TensorboardVisBackend')]")
+    TENSORBOARD_OK=1
   else
     echo "run_demo.sh: --tensorboard needs the tensorboard package (pip install tensorboard); logging JSON only" >&2
   fi
 fi
+with_tensorboard() {  # config work_dir -> derived config path
+  local derived="$2/$(basename "$1" .py)_tensorboard.py"
+  mkdir -p "$2"
+  printf "_base_ = '%s'\nvisualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])\n" \
+    "$ROOT/$1" > "$derived"
+  echo "$derived"
+}
 
 for task in $TASKS; do
   config=$(config_of "$task")
   wd=$WORK/$task
+  [ "$TENSORBOARD_OK" = 1 ] && config=$(with_tensorboard "$config" "$wd")
   t=$(date +%s)
   log "training $(title_of "$task")"
   # the same overrides for training and evaluation (training-only keys do not matter to tools/test.py)
   options=()
   [ "$QUICK" = 1 ] && read -r -a options <<< "$(quick_options "$task")"
-  options+=("${TB_OPTIONS[@]}" "${EXTRA_CFG[@]}")
+  options+=("${EXTRA_CFG[@]}")
   cfg_options=()
   [ ${#options[@]} -gt 0 ] && cfg_options=(--cfg-options "${options[@]}")
   "$PY" tools/train.py "$config" --work-dir "$wd" "${cfg_options[@]}"

@@ -163,3 +163,14 @@ def test_run_demo_quick_trains_evaluates_and_draws(tmp_path):
     # the data went where it was told to, with the quick sizes
     manifest = json.loads((data / 'coco' / 'demo_manifest.json').read_text())
     assert manifest['params']['num_train'] == 24 and manifest['params']['num_val'] == 12
+
+
+def test_tensorboard_switch_derives_a_config_with_both_backends(tmp_path):
+    # run_demo.sh --tensorboard (when tensorboard is installed) trains a config derived from the demo config
+    script = (f'ROOT={REPO}; source <(sed -n "/^with_tensorboard()/,/^}}/p" {REPO}/tools/run_demo.sh); '
+              f'with_tensorboard configs/demo/fpn_agent-pvt-demo_shapes-ade.py {tmp_path}/seg')
+    result = subprocess.run(['bash', '-c', script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    derived = Config.fromfile(result.stdout.strip())
+    assert [b['type'] for b in derived.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
+    assert derived.model.backbone.type == 'AgentPVT' and derived.train_cfg.max_iters > 0
