@@ -129,8 +129,8 @@ fi
 with_tensorboard() {  # config work_dir -> derived config path
   local derived="$2/$(basename "$1" .py)_tensorboard.py"
   mkdir -p "$2"
-  printf "_base_ = '%s'\nvisualizer = dict(vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])\n" \
-    "$ROOT/$1" > "$derived"
+  local backends="[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]"
+  printf "_base_ = '%s'\nvisualizer = dict(vis_backends=%s)\n" "$ROOT/$1" "$backends" > "$derived"
   echo "$derived"
 }
 
