@@ -368,3 +368,12 @@ def test_every_variant_has_a_config_with_its_recipe():
             assert clip == 5.0, name
         ema = [h for h in cfg.get('custom_hooks', []) if h.type == 'EMAHook']
         assert bool(ema) == ('cswin' in name), name
+
+
+def test_transforms_build_whatever_scope_is_current(tmp_path):
+    """A det/seg run earlier in the process leaves 'mmdet' as the default scope; classification still builds."""
+    from mmengine.registry import DefaultScope
+    write_folder(tmp_path, classes=('n01',))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        data = ImageFolderDataset(str(tmp_path), 'train', pipeline=dict(type='TimmTransform', input_size=32))
+        assert data[0]['inputs'].shape == (3, 32, 32)

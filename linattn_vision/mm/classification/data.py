@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
+from mmengine.registry import DefaultScope
 from PIL import Image
 from timm.data import create_transform
 from torch.utils.data import Dataset
@@ -46,7 +47,9 @@ def _build_pipeline(pipeline: Any) -> Callable | None:
     if pipeline is None or callable(pipeline):
         return pipeline
     if isinstance(pipeline, dict):
-        return TRANSFORMS.build(pipeline)
+        # the transforms live in this scope whatever scope is current (a det/seg run may have set 'mmdet')
+        with DefaultScope.overwrite_default_scope(TRANSFORMS.scope):
+            return TRANSFORMS.build(pipeline)
     steps = [_build_pipeline(p) for p in pipeline]
 
     def compose(x):
