@@ -1,7 +1,5 @@
 """ImageNet classification pieces on mmengine: mixup / cutmix + soft targets, no-decay groups, metric, data, configs."""
 import collections
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from linattn_vision.mm.classification import (ImageFolderDataset, NoDecayOptimWr
                                               load_classifier_checkpoint, param_groups_no_decay,
                                               soft_target_cross_entropy)
 from linattn_vision.mm.errors import DataRootError  # noqa: E402
+from official_layout import save_official_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.mm
 REPO = Path(__file__).resolve().parents[2]
@@ -242,28 +241,6 @@ def test_image_folder_errors_name_the_path(tmp_path):
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_official(path, state_dict):
-    """A file laid out like the official releases, with a yacs CfgNode under 'config' (yacs is not installed: a
-    stand-in is registered while saving only)."""
-    pkg, mod = types.ModuleType('yacs'), types.ModuleType('yacs.config')
-
-    class CfgNode(dict):
-        pass
-    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
-    mod.CfgNode, pkg.config = CfgNode, mod
-    saved = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
-    sys.modules.update({'yacs': pkg, 'yacs.config': mod})
-    try:
-        torch.save({'model': dict(state_dict), 'optimizer': {'state': {}}, 'max_accuracy': 80.0, 'epoch': 299,
-                    'config': CfgNode(MODEL=CfgNode(NAME='x'))}, path)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
 class NotAllowed:
     pass
 
@@ -295,7 +272,7 @@ def test_trusted_loading_reads_mmengine_state_and_nothing_else(tmp_path):
 
 def test_classifier_loads_official_layout_strictly(tmp_path):
     source = tiny_classifier()
-    save_official(tmp_path / 'official.pth', source.model.state_dict())
+    save_official_checkpoint(tmp_path / 'official.pth', source.model.state_dict())
     target = tiny_classifier()
     load_classifier_checkpoint(target, str(tmp_path / 'official.pth'))
     assert all(torch.equal(v, target.model.state_dict()[k]) for k, v in source.model.state_dict().items())
@@ -304,7 +281,7 @@ def test_classifier_loads_official_layout_strictly(tmp_path):
     load_classifier_checkpoint(tiny_classifier(), str(tmp_path / 'mmengine.pth'))
     # a checkpoint of another class count: strict evaluation refuses it naming the key, fine-tuning drops the head
     other = TimmClassifier('test_vit', num_classes=7, img_size=32)
-    save_official(tmp_path / 'other.pth', other.model.state_dict())
+    save_official_checkpoint(tmp_path / 'other.pth', other.model.state_dict())
     with pytest.raises(CheckpointError, match=r'shape mismatch: head.weight \(7, '):
         load_classifier_checkpoint(tiny_classifier(), str(tmp_path / 'other.pth'))
     finetune = tiny_classifier(pretrained=str(tmp_path / 'other.pth'))

@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ pytest.importorskip('mmengine', reason='the mm extra (mmengine) is part of this 
 
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
+from official_layout import save_official_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.mm
 REPO = Path(__file__).resolve().parents[2]
@@ -175,33 +175,11 @@ def test_interrupted_run_resumes_with_the_same_steps_and_lr(full_run, toy_root, 
     assert explicit.iter == 3 * ITERS_PER_EPOCH
 
 
-def save_official(path, state_dict):
-    """Lay weights out like the official releases: {'model': ..., 'config': yacs CfgNode, ...}. yacs is not
-    installed: a stand-in module exists only while saving, so loading must not need it."""
-    pkg, mod = types.ModuleType('yacs'), types.ModuleType('yacs.config')
-
-    class CfgNode(dict):
-        pass
-    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
-    mod.CfgNode, pkg.config = CfgNode, mod
-    saved = {name: sys.modules.get(name) for name in ('yacs', 'yacs.config')}
-    sys.modules.update({'yacs': pkg, 'yacs.config': mod})
-    try:
-        torch.save({'model': dict(state_dict), 'optimizer': {'state': {}}, 'max_accuracy': 0.0, 'epoch': 299,
-                    'config': CfgNode(MODEL=CfgNode(NAME='toy'))}, path)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
 def save_untrained_official(path, seed=0):
     """The toy model at initialisation in the official layout."""
     from linattn_vision.mm.classification import TimmClassifier
     torch.manual_seed(seed)
-    save_official(path, TimmClassifier('test_vit', num_classes=4, img_size=32).model.state_dict())
+    save_official_checkpoint(path, TimmClassifier('test_vit', num_classes=4, img_size=32).model.state_dict())
 
 
 def test_test_tool_reports_top1(full_run, toy_root, tmp_path, capsys):
@@ -296,7 +274,7 @@ def test_official_flatten_checkpoint_evaluates_directly(toy_root, tmp_path, caps
     runner = train_tool.main([config, '--work-dir', str(tmp_path / 'work'), '--cfg-options', 'experiment_name=flatten'])
     assert runner.iter == ITERS_PER_EPOCH
     net = runner.model.model
-    save_official(tmp_path / 'flatten_deit_t_official.pth', net.state_dict())
+    save_official_checkpoint(tmp_path / 'flatten_deit_t_official.pth', net.state_dict())
     capsys.readouterr()
     metrics = test_tool.main([config, str(tmp_path / 'flatten_deit_t_official.pth'), '--work-dir',
                               str(tmp_path / 'test'), '--cfg-options', 'experiment_name=flatten_test'])
