@@ -64,3 +64,4 @@ def main(argv=None):
 
 if __name__ == '__main__':
     main()
+    launch.finish_distributed()

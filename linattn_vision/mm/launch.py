@@ -154,6 +154,15 @@ def prepare_distributed(cfg) -> None:
     cfg.model_wrapper_cfg = wrapper_cfg
 
 
+def finish_distributed() -> None:
+    """Tear the process group down before the interpreter exits: gloo's worker threads still running at exit abort
+    the process ('terminate called without an active exception'), failing a run that had finished."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
