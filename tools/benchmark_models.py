@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timm  # noqa: E402
 
 import linattn_vision  # noqa: E402,F401  (registers the models)
+from benchmark_attention import time_cuda  # noqa: E402  (tools/ is on sys.path when run as a script)
 
 OURS = ['flatten_swin_t', 'agent_swin_t', 'flatten_pvt_t', 'agent_pvt_t', 'flatten_cswin_t']
 BASELINES = ['swin_tiny_patch4_window7_224', 'pvt_v2_b1', 'deit_tiny_patch16_224']
@@ -51,19 +52,8 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def cuda_time(fn, warmup: int, iters: int) -> float:
-    """Median milliseconds of fn() by CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    """Median milliseconds of fn() by CUDA events (the op benchmark's timer)."""
+    return statistics.median(time_cuda(fn, reps=iters, warmup=warmup))
 
 
 def measure_inference(name, batch, size, features_only, compile_model, warmup, iters):
