@@ -121,24 +121,66 @@ def bench_one(fn, dtype, B, N, C, heads, reps):
     return statistics.median(fwd_times), statistics.median(fwdbwd_times), peak
 
 
-def sweep(shapes, reps):
+PASS_KERNELS = {'fwd_state': '_fwd_state_kernel', 'fwd_out': '_fwd_out_kernel', 'bwd_q': '_bwd_q_kernel',
+                'bwd_kv': '_bwd_kv_kernel'}
+
+
+def kernel_times(fn, reps):
+    """Median-free per-kernel mean CUDA time (ms) of fn() over reps calls, from the torch profiler."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    times = {}
+    for evt in prof.key_averages():
+        for name, kernel in PASS_KERNELS.items():
+            if kernel in evt.key:
+                times[name] = evt.device_time_total / max(1, evt.count) / 1e3
+    return times
+
+
+def sweep(shapes, reps, configs):
+    """Times every kernel under each launch configuration (applied to all four passes), with the compiler's
+    register and spill counts, then prints the best configuration per pass."""
     from linattn_vision.ops.focused_linear import kernels
+    kernels.COMPILE_STATS = {}
     for shape in shapes:
         B, N, C, heads = SHAPES[shape]
-        for block_n in (16, 32, 64):
-            for warps in (4, 8):
-                for splits_per_sm in (2,):  # 1, 2 and 4 were within noise of each other
-                    kernels.CONFIG_OVERRIDE.clear()
-                    kernels.CONFIG_OVERRIDE.update(BLOCK_N=block_n, num_warps=warps, splits_per_sm=splits_per_sm)
-                    try:
-                        fwd, fwdbwd, _ = bench_one(focused_linear_attention, torch.bfloat16, B, N, C, heads, reps)
-                    except Exception as exc:  # a configuration the compiler rejects (registers, shared memory)
-                        print(f'sweep {shape} BLOCK_N={block_n} warps={warps} splits/SM={splits_per_sm}: '
-                              f'{type(exc).__name__}', flush=True)
-                        continue
-                    print(f'sweep {shape} BLOCK_N={block_n} warps={warps} splits/SM={splits_per_sm}: '
-                          f'fwd {fwd:.3f} ms fwd+bwd {fwdbwd:.3f} ms', flush=True)
+        inputs, dout = make_inputs(B, N, C, torch.bfloat16)
+
+        def fwd_bwd():
+            out = focused_linear_attention(*inputs, heads)
+            torch.autograd.grad(out, inputs, dout)
+
+        best = {}
+        for block_n, warps, splits_per_sm, stages in configs:
+            cfg = dict(BLOCK_N=block_n, num_warps=warps, splits_per_sm=splits_per_sm, num_stages=stages)
+            kernels.CONFIG_OVERRIDE.clear()
+            kernels.CONFIG_OVERRIDE['all'] = cfg
+            label = f'BLOCK_N={block_n:3d} warps={warps} splits/SM={splits_per_sm} stages={stages}'
+            try:
+                times = kernel_times(fwd_bwd, reps)
+            except Exception as exc:  # a configuration the compiler rejects (registers, shared memory)
+                print(f'sweep {shape} {label}: {type(exc).__name__}: {str(exc)[:120]}', flush=True)
+                continue
+            cells = []
+            for name in PASS_KERNELS:
+                regs, spills = kernels.COMPILE_STATS.get(name, (-1, -1))
+                cells.append(f'{name} {times.get(name, float("nan")):.3f} ({regs}r/{spills}s)')
+                if name in times and times[name] < best.get(name, (1e9,))[0]:
+                    best[name] = (times[name], label)
+            print(f'sweep {shape} {label}: ' + ' | '.join(cells) + f' | sum {sum(times.values()):.3f} ms',
+                  flush=True)
+        for name, (t, label) in best.items():
+            print(f'best {shape} {name}: {t:.3f} ms at {label}', flush=True)
     kernels.CONFIG_OVERRIDE.clear()
+    kernels.COMPILE_STATS = None
+
+
+SWEEP_CONFIGS = [(bn, w, spm, st) for bn in (16, 32, 64) for w in (4, 8) for spm in (2, 8) for st in (2, 3)]
 
 
 def main():
@@ -157,7 +199,7 @@ def main():
     print(f'# {device}, torch {torch.__version__}, {datetime.date.today()}, copy bandwidth {bw / 1e12:.2f} TB/s '
           f'(read + write)', flush=True)
     if args.sweep:
-        sweep(args.sweep, args.reps)
+        sweep(args.sweep, args.reps, SWEEP_CONFIGS)
     header = (f'| {"shape":8} | {"method":24} | {"fwd ms":>7} | {"fwd+bwd ms":>10} | {"peak MiB":>8} | {"min MiB":>7} '
               f'| {"fwd TB/s":>8} | {"f+b TB/s":>8} | {"fwd/floor":>9} | {"f+b/floor":>9} |')
     rows = [header, '|' + '|'.join('-' * (len(c)) for c in header.split('|')[1:-1]) + '|']

@@ -128,9 +128,9 @@ def test_bad_inputs_raise_clear_errors(bad, message):
 # ------------------------------------------------------------------------------------------------------ GPU
 
 GPU_TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
-GPU_CASES = [  # (B, N, heads, head_dim); C <= 64 runs the flat kernels, larger C the per-head ones
+GPU_CASES = [  # (B, N, heads, head_dim); fp32 inputs with states above 4K values take the exact path
     (2, 3136, 3, 32), (3, 197, 1, 64), (2, 1000, 6, 32), (1, 77, 2, 48), (2, 50, 3, 24), (2, 45, 16, 32),
-    (2, 70, 2, 16),
+    (2, 70, 2, 16), (2, 130, 32, 16),
 ]
 
 
@@ -178,17 +178,18 @@ def test_triton_deterministic_and_compiles():
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
 
 
-@pytest.mark.parametrize('num_heads, head_dim, flat, half_ok, fp32_ok', [
-    (3, 32, True, True, True),      # FLatten-Swin-T stage 1
-    (1, 64, True, True, True),      # FLatten-PVT-T stage 1
-    (3, 24, False, True, False),    # C_PAD 128, head dim no power of two: per-head 3D kernels
-    (6, 32, False, True, False),    # Swin-T stage 2: per-head 3D kernels
-    (16, 32, False, False, False),  # state too large for the 3D kernels' shared memory: exact path
-    (2, 256, False, False, False),
+@pytest.mark.parametrize('num_heads, head_dim, half_ok, fp32_ok', [
+    (3, 32, True, True),      # FLatten-Swin-T stage 1: state 4 x 32 x 32
+    (1, 64, True, True),      # FLatten-PVT-T stage 1
+    (3, 24, True, True),      # head dim no power of two: padded to 32
+    (6, 32, True, False),     # Swin-T stage 2: 8 x 32 x 32, too large for fp32 dot operands
+    (32, 16, True, False),    # 32 heads of 16
+    (16, 32, False, False),   # state too large for the kernels' shared memory: exact path
+    (2, 256, False, False),
+    (33, 16, False, False),
 ])
-def test_kernel_layout_routing(num_heads, head_dim, flat, half_ok, fp32_ok):
-    from linattn_vision.ops.focused_linear.layout import kernels_support, uses_flat_layout
-    assert uses_flat_layout(num_heads, head_dim) == flat
+def test_kernel_layout_routing(num_heads, head_dim, half_ok, fp32_ok):
+    from linattn_vision.ops.focused_linear.layout import kernels_support
     assert kernels_support(num_heads, head_dim, fp32=False) == half_ok
     assert kernels_support(num_heads, head_dim, fp32=True) == fp32_ok
 

@@ -22,8 +22,10 @@ CASES = [
     ('fp32_2heads_d32_large', 2, 19, 2, 32, 'float32', True, 3.0, 1e3),
     ('fp16_3heads_d32_pos', 2, 40, 3, 32, 'float16', True, 3.0, 1.0),
     ('fp16_1head_d64_1e3', 1, 18, 1, 64, 'float16', True, 3.0, 1e3),
-    # C_PAD 128 with a head dim that is no power of two: per-head state and batched 3D dots (half inputs only)
-    ('fp16_3heads_d24_per_head_state', 2, 20, 3, 24, 'float16', True, 3.0, 1.0),
+    # a head dim that is no power of two (padded lanes), Swin-T stage 1's layout in fp32, 32 heads
+    ('fp16_3heads_d24_padded', 2, 20, 3, 24, 'float16', True, 3.0, 1.0),
+    ('fp32_3heads_d32_pos', 2, 33, 3, 32, 'float32', True, 3.0, 1.0),
+    ('fp16_32heads_d16', 1, 17, 32, 16, 'float16', False, 3.0, 1.0),
 ]
 TOL = {'float32': 1e-5, 'float16': 3e-3}
 

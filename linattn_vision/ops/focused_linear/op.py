@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .layout import kernels_support, state_shapes, uses_flat_layout
+from .layout import kernels_support, state_shapes
 from .reference import EPS_DENOM, EPS_RELU, focus_with_divisor, focused_linear_attention_reference
 
 _FORCE_REFERENCE = os.environ.get('LINATTN_FORCE_REFERENCE', '0') == '1'
@@ -121,19 +121,13 @@ def _exact_backward(dout, q, k, v, s, pos, num_heads: int, focusing_factor: floa
 
 
 def _pad_state(kv, kmean, num_heads, head_dim):
-    """(B, H, d, d), (B, H, d) -> the kernels' state layout (see layout.state_shapes)."""
+    """(B, H, d, d), (B, H, d) -> the kernels' zero-padded state layout (see layout.state_shapes)."""
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     B = kv.shape[0]
     kv_p = kv.new_zeros(B, *kv_shape, dtype=torch.float32)
     kmean_p = kv.new_zeros(B, *kmean_shape, dtype=torch.float32)
-    if uses_flat_layout(num_heads, head_dim):  # block-diagonal (C_PAD, C_PAD), (C_PAD,)
-        for h in range(num_heads):
-            sl = slice(h * head_dim, (h + 1) * head_dim)
-            kv_p[:, sl, sl] = kv[:, h]
-        kmean_p[:, :num_heads * head_dim] = kmean.flatten(1)
-    else:
-        kv_p[:, :num_heads, :head_dim, :head_dim] = kv
-        kmean_p[:, :num_heads, :head_dim] = kmean
+    kv_p[:, :num_heads, :head_dim, :head_dim] = kv
+    kmean_p[:, :num_heads, :head_dim] = kmean
     return kv_p, kmean_p
 
 
