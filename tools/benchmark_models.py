@@ -3,12 +3,14 @@
     python tools/benchmark_models.py                       # the default model list, eager
     python tools/benchmark_models.py --compile flatten_swin_t swin_tiny_patch4_window7_224
     python tools/benchmark_models.py --models flatten_swin_t agent_swin_t --nan-steps 200
+    python tools/benchmark_models.py --graph              # also inference replayed from CUDA graphs
 
 Prints one table, every model measured in the same run (so the numbers compare):
   - inference images/s, batch 64 at 224 (whole classifier, bf16 autocast)
   - backbone-only inference images/s, batch 1 at 1024x1024 and 2048x2048 (forward_features, bf16 autocast)
   - training images/s, batch 64 at 224 (forward + backward + AdamW step, bf16 autocast) and its peak memory
-and, with --compile, the 224 settings for the named models under torch.compile. --nan-steps N trains each of this
+and, with --compile, the 224 settings for the named models under torch.compile; with --graph, the inference
+settings replayed from CUDA graphs (the GPU's time without the host's launch overhead, which bounds batch 1). --nan-steps N trains each of this
 toolkit's models N steps on one fixed synthetic batch under bf16 autocast and reports the last loss, the largest
 |grad| seen and whether any loss or gradient was NaN/inf.
 Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
@@ -56,17 +58,36 @@ def cuda_time(fn, warmup: int, iters: int) -> float:
     return statistics.median(time_cuda(fn, reps=iters, warmup=warmup))
 
 
-def measure_inference(name, batch, size, features_only, compile_model, warmup, iters):
+def capture_graph(fn):
+    """fn (no arguments, fixed inputs) captured in a CUDA graph after a warm-up on a side stream; returns replay.
+    Removes the host's launch overhead, so the time is the GPU's work alone."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def measure_inference(name, batch, size, features_only, mode, warmup, iters):
+    """mode: 'eager', 'compile' (torch.compile) or 'graph' (eager model replayed from a CUDA graph)."""
     model = channels_last(create(name, img_size=size).cuda().eval())
     forward = model.forward_features if features_only else model
-    if compile_model:
+    if mode == 'compile':
         forward = torch.compile(forward)
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
 
     def step():
-        with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16):
+        # (no autocast weight cache: a captured graph must not depend on it)
+        with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16, cache_enabled=mode != 'graph'):
             forward(x)
     torch.cuda.reset_peak_memory_stats()
+    if mode == 'graph':
+        step = capture_graph(step)
     ms = cuda_time(step, warmup, iters)
     return batch * 1000 / ms, torch.cuda.max_memory_allocated() / 2**30
 
@@ -132,6 +153,8 @@ def main(argv=None):
     parser.add_argument('--models', nargs='+', default=OURS + BASELINES)
     parser.add_argument('--compile', nargs='*', default=[], metavar='MODEL',
                         help='also measure these models under torch.compile (no names: all)')
+    parser.add_argument('--graph', nargs='*', default=None, metavar='MODEL',
+                        help='also measure inference of these models replayed from CUDA graphs (no names: all)')
     parser.add_argument('--sizes', nargs='+', type=int, default=[1024, 2048], help='backbone-only batch-1 sizes')
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--iters', type=int, default=20)
@@ -153,20 +176,23 @@ def main(argv=None):
               + [f'train img/s b{args.batch}@224', 'train GiB'])
     print('| ' + ' | '.join(header) + ' |')
     print('|' + '|'.join('---' for _ in header) + '|')
-    rows = [(m, False) for m in args.models] + [(m, True) for m in compiled]
-    for name, use_compile in rows:
+    graphed = [] if args.graph is None else (args.graph or args.models)
+    rows = [(m, 'eager') for m in args.models] + [(m, 'graph') for m in graphed] + [(m, 'compile') for m in compiled]
+    for name, mode in rows:
         if time.time() - start > args.time_budget:
-            print(f'| {name} | {"compile" if use_compile else "eager"} | skipped (time budget) |')
+            print(f'| {name} | {mode} | skipped (time budget) |')
             continue
         torch._dynamo.reset()
-        infer, infer_mem = run_guarded(measure_inference, name, args.batch, 224, False, use_compile, 3, args.iters)
+        infer, infer_mem = run_guarded(measure_inference, name, args.batch, 224, False, mode, 3, args.iters)
         # compiled rows measure the 224 settings only: each large size is another compile of the whole model
-        big = [('-', '-') if use_compile else
-               run_guarded(measure_inference, name, 1, s, True, use_compile, 2, max(3, args.iters // 4))
+        big = [('-', '-') if mode == 'compile' else
+               run_guarded(measure_inference, name, 1, s, True, mode, 2, max(5, args.iters // 2))
                for s in args.sizes]
         torch._dynamo.reset()
-        train, train_mem = run_guarded(measure_training, name, args.batch, 224, use_compile, 3, args.iters)
-        cells = ([name, 'compile' if use_compile else 'eager', fmt(infer), fmt(infer_mem, '.2f')]
+        # training is not captured in a graph (the optimizer step and autograd would need a static setup)
+        train, train_mem = ('-', '-') if mode == 'graph' else run_guarded(
+            measure_training, name, args.batch, 224, mode == 'compile', 3, args.iters)
+        cells = ([name, mode, fmt(infer), fmt(infer_mem, '.2f')]
                  + [fmt(b[0], '.2f') for b in big] + [fmt(b[1], '.2f') for b in big]
                  + [fmt(train), fmt(train_mem, '.2f')])
         print('| ' + ' | '.join(cells) + ' |', flush=True)

@@ -31,8 +31,17 @@ CONFIG_OVERRIDE: dict = {}
 # When a dict, each launch records {pass name: (registers per thread, spilled registers)} into it (sweeps).
 COMPILE_STATS = None
 
-# Token-tile size (H_PAD * BLOCK_N * D_PAD values) per pass; the backward passes keep more tiles live.
-_TILE_VALUES = {'fwd_state': 4096, 'fwd_out': 4096, 'bwd_q': 2048, 'bwd_kv': 2048}
+# Launch configurations per pass and per-token tile width H_PAD * D_PAD: (BLOCK_N, num_warps, num_stages,
+# splits_per_sm), the best of a BLOCK_N {16, 32, 64} x warps {4, 8} x splits/SM {2, 8} x stages {2, 3} sweep
+# per kernel on an H100 in bf16 (`tools/benchmark_attention.py --sweep`; widths 64, 128, 256 = PVT-T stage 1,
+# Swin-T stages 1 and 2). Wider tiles take the narrowest blocks; the backward passes keep more tiles live and
+# want fewer tokens per program.
+_TUNED = {
+    64: {'fwd_state': (64, 4, 3, 8), 'fwd_out': (64, 4, 2, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
+    128: {'fwd_state': (64, 8, 3, 2), 'fwd_out': (32, 8, 3, 8), 'bwd_q': (16, 8, 3, 8), 'bwd_kv': (32, 8, 3, 2)},
+    256: {'fwd_state': (16, 4, 3, 8), 'fwd_out': (16, 4, 2, 8), 'bwd_q': (16, 8, 3, 2), 'bwd_kv': (16, 4, 2, 8)},
+    512: {'fwd_state': (16, 8, 2, 4), 'fwd_out': (16, 8, 2, 4), 'bwd_q': (16, 8, 2, 4), 'bwd_kv': (16, 8, 2, 4)},
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,10 +49,13 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _launch_config(name: str, num_heads: int, head_dim: int, N: int, B: int, device) -> dict:
+def _launch_config(name: str, num_heads: int, head_dim: int, N: int, B: int, device, fp32: bool = False) -> dict:
     h_pad, d_pad = tile_dims(num_heads, head_dim)
-    cfg = dict(BLOCK_N=max(16, min(128, _TILE_VALUES[name] // (h_pad * d_pad))), num_warps=4, num_stages=2,
-               splits_per_sm=4)
+    width = min(512, max(64, h_pad * d_pad))
+    block_n, num_warps, num_stages, splits_per_sm = _TUNED[width][name]
+    cfg = dict(BLOCK_N=block_n, num_warps=num_warps, splits_per_sm=splits_per_sm,
+               # fp32 dot operands take twice the shared memory per pipeline stage
+               num_stages=2 if fp32 else num_stages)
     cfg.update(CONFIG_OVERRIDE.get('all', {}))
     cfg.update(CONFIG_OVERRIDE.get(name, {}))
     if INTERPRET:
@@ -82,11 +94,11 @@ def _tile_offsets(row0, N, C, HEAD_DIM, H, BLOCK_N: tl.constexpr, H_PAD: tl.cons
 
 
 @triton.jit
-def _channel_vector(ptr, C, HEAD_DIM, H, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """A per-channel (C,) vector as [H_PAD, 1, D_PAD], zero in padded lanes."""
+def _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """1 / softplus(scale) per channel as [H_PAD, 1, D_PAD] (padded lanes: 1; their inputs load as zero)."""
     offs_h = tl.arange(0, H_PAD)[:, None, None]
     offs_d = tl.arange(0, D_PAD)[None, None, :]
-    return tl.load(ptr + offs_h * HEAD_DIM + offs_d, mask=(offs_h < H) & (offs_d < HEAD_DIM), other=0.0)
+    return 1.0 / tl.load(s_ptr + offs_h * HEAD_DIM + offs_d, mask=(offs_h < H) & (offs_d < HEAD_DIM), other=1.0)
 
 
 @triton.jit
@@ -190,7 +202,7 @@ def _store_vector(vec_ptr, part, vec, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
 
 @triton.jit
 def _fwd_state_kernel(
-        k_ptr, v_ptr, pos_ptr, inv_s_ptr, kv_part_ptr, ksum_part_ptr,
+        k_ptr, v_ptr, pos_ptr, s_ptr, kv_part_ptr, ksum_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -198,7 +210,7 @@ def _fwd_state_kernel(
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
-    inv_s = _channel_vector(inv_s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
+    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv = tl.zeros((H_PAD, D_PAD, D_PAD), dtype=tl.float32)
     ksum = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
@@ -215,7 +227,7 @@ def _fwd_state_kernel(
 
 @triton.jit
 def _fwd_out_kernel(
-        q_ptr, inv_s_ptr, kv_ptr, kmean_ptr, out_ptr,
+        q_ptr, s_ptr, kv_ptr, kmean_ptr, out_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -223,7 +235,7 @@ def _fwd_out_kernel(
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
-    inv_s = _channel_vector(inv_s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
+    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
     kmean = kmean[:, None, :]
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
@@ -237,7 +249,7 @@ def _fwd_out_kernel(
 
 @triton.jit
 def _bwd_q_kernel(
-        q_ptr, dout_ptr, inv_s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
+        q_ptr, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -245,7 +257,7 @@ def _bwd_q_kernel(
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
-    inv_s = _channel_vector(inv_s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
+    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
     kv_t = _transpose_last(kv)
     kmean = kmean[:, None, :]
@@ -274,7 +286,7 @@ def _bwd_q_kernel(
 
 @triton.jit
 def _bwd_kv_kernel(
-        k_ptr, v_ptr, pos_ptr, inv_s_ptr, dkv_ptr, dkmean_ptr, dk_ptr, dv_ptr, ds_part_ptr,
+        k_ptr, v_ptr, pos_ptr, s_ptr, dkv_ptr, dkmean_ptr, dk_ptr, dv_ptr, ds_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -282,7 +294,7 @@ def _bwd_kv_kernel(
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
-    inv_s = _channel_vector(inv_s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
+    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     dkv, dkmean = _load_state(dkv_ptr, dkmean_ptr, b, H_PAD, D_PAD)
     dkv_t = _transpose_last(dkv)
     dkmean = dkmean[:, None, :]
@@ -309,7 +321,7 @@ def _launch(name, kernel, q, num_heads, *args, **constexprs):
     """Launch `kernel` on a (batch, split) grid with the pass's configuration; returns the configuration."""
     B, N, C = q.shape
     head_dim = C // num_heads
-    cfg = _launch_config(name, num_heads, head_dim, N, B, q.device)
+    cfg = _launch_config(name, num_heads, head_dim, N, B, q.device, q.dtype == torch.float32)
     grid = (B, cfg['splits'])
     # the partial buffers depend on the number of splits: allocate them from the configuration
     args = [a(cfg) if callable(a) else a for a in args]
@@ -336,14 +348,13 @@ def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
     layout.state_shapes. q, k, v contiguous (B, N, C); s = softplus(scale) fp32 (C,); pos (N, C) or None."""
     N, C = q.shape[1], q.shape[2]
     kv_shape, kmean_shape = state_shapes(num_heads, C // num_heads)
-    inv_s = 1.0 / s
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
     _, (_, _, _, _, kv_part, ksum_part) = _launch(
-        'fwd_state', _fwd_state_kernel, q, num_heads, k, v, pos if pos is not None else k, inv_s,
+        'fwd_state', _fwd_state_kernel, q, num_heads, k, v, pos if pos is not None else k, s,
         _partials(q, num_heads, *kv_shape), _partials(q, num_heads, *kmean_shape), HAS_POS=pos is not None, **meta)
     kv, kmean = kv_part.sum(1).div_(N), ksum_part.sum(1).div_(N)
     out = torch.empty_like(v)
-    _launch('fwd_out', _fwd_out_kernel, q, num_heads, q, inv_s, kv, kmean, out, **meta)
+    _launch('fwd_out', _fwd_out_kernel, q, num_heads, q, s, kv, kmean, out, **meta)
     return out, kv, kmean
 
 
@@ -352,17 +363,16 @@ def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: 
     N, C = q.shape[1], q.shape[2]
     head_dim = C // num_heads
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
-    inv_s = 1.0 / s
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _, args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, dout, inv_s, kv, kmean, dq,
+    _, args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, dout, s, kv, kmean, dq,
                       _partials(q, num_heads, *kv_shape), _partials(q, num_heads, *kmean_shape),
                       _partials(q, num_heads, *kmean_shape), **meta)
     dkv_part, dkmean_part, ds_q_part = args[6:9]
     # kv = sum_n phi(k)^T v / N and kmean = sum_n phi(k) / N: fold the 1/N in once here
     dkv, dkmean = dkv_part.sum(1).div_(N), dkmean_part.sum(1).div_(N)
-    _, args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, v, pos if pos is not None else k, inv_s, dkv,
+    _, args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, v, pos if pos is not None else k, s, dkv,
                       dkmean, dk, dv, _partials(q, num_heads, *kmean_shape), HAS_POS=pos is not None, **meta)
     ds_k_part = args[8]
     ga_a = _per_channel(ds_q_part.sum((0, 1)) + ds_k_part.sum((0, 1)), num_heads, head_dim)
-    return dq, dk, dv, -ga_a * inv_s
+    return dq, dk, dv, -ga_a / s
