@@ -147,6 +147,7 @@ def sweep(shapes, reps, configs):
     register and spill counts, then prints the best configuration per pass."""
     from linattn_vision.ops.focused_linear import kernels
     kernels.COMPILE_STATS = {}
+    chosen = {}
     for shape in shapes:
         B, N, C, heads = SHAPES[shape]
         inputs, dout = make_inputs(B, N, C, torch.bfloat16)
@@ -171,13 +172,36 @@ def sweep(shapes, reps, configs):
                 regs, spills = kernels.COMPILE_STATS.get(name, (-1, -1))
                 cells.append(f'{name} {times.get(name, float("nan")):.3f} ({regs}r/{spills}s)')
                 if name in times and times[name] < best.get(name, (1e9,))[0]:
-                    best[name] = (times[name], label)
+                    best[name] = (times[name], label, cfg)
             print(f'sweep {shape} {label}: ' + ' | '.join(cells) + f' | sum {sum(times.values()):.3f} ms',
                   flush=True)
-        for name, (t, label) in best.items():
+        for name, (t, label, cfg) in best.items():
             print(f'best {shape} {name}: {t:.3f} ms at {label}', flush=True)
+        chosen[shape] = {name: cfg for name, (t, label, cfg) in best.items()}
     kernels.CONFIG_OVERRIDE.clear()
     kernels.COMPILE_STATS = None
+    return chosen
+
+
+def profile_shape(shape, reps):
+    """Every CUDA kernel of the Triton op's forward+backward on one shape (where the time outside the four
+    kernels goes: partial sums, dpos, softplus, autograd bookkeeping)."""
+    B, N, C, heads = SHAPES[shape]
+    inputs, dout = make_inputs(B, N, C, torch.bfloat16)
+
+    def fwd_bwd():
+        out = focused_linear_attention(*inputs, heads)
+        torch.autograd.grad(out, inputs, dout)
+    for _ in range(3):
+        fwd_bwd()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fwd_bwd()
+        torch.cuda.synchronize()
+    print(f'# profile {shape}, {reps} forward+backward calls')
+    print(prof.key_averages().table(sort_by='device_time_total', row_limit=14, max_name_column_width=40))
 
 
 SWEEP_CONFIGS = [(bn, w, spm, st) for bn in (16, 32, 64) for w in (4, 8) for spm in (2, 8) for st in (2, 3)]
@@ -188,6 +212,12 @@ def main():
     parser.add_argument('--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     parser.add_argument('--reps', type=int, default=30)
+    parser.add_argument('--profile', action='store_true',
+                        help='print the torch profiler table of one Triton forward+backward per shape (all kernels)')
+    parser.add_argument('--sweep-configs', nargs='+', metavar='BLOCK_N,WARPS,SPLITS_PER_SM,STAGES',
+                        help='launch configurations for --sweep (default: a 24-point grid)')
+    parser.add_argument('--apply-best', action='store_true',
+                        help='time the Triton rows of swept shapes with the best configuration per pass')
     parser.add_argument('--sweep', nargs='*', default=[], choices=list(SHAPES),
                         help='first time the Triton op on these shapes under several launch configurations')
     args = parser.parse_args()
@@ -198,8 +228,14 @@ def main():
     device = torch.cuda.get_device_name()
     print(f'# {device}, torch {torch.__version__}, {datetime.date.today()}, copy bandwidth {bw / 1e12:.2f} TB/s '
           f'(read + write)', flush=True)
+    chosen = {}
     if args.sweep:
-        sweep(args.sweep, args.reps, SWEEP_CONFIGS)
+        configs = ([tuple(int(x) for x in c.split(',')) for c in args.sweep_configs] if args.sweep_configs
+                   else SWEEP_CONFIGS)
+        chosen = sweep(args.sweep, args.reps, configs)
+    if args.profile:
+        for shape in args.shapes:
+            profile_shape(shape, args.reps)
     header = (f'| {"shape":8} | {"method":24} | {"fwd ms":>7} | {"fwd+bwd ms":>10} | {"peak MiB":>8} | {"min MiB":>7} '
               f'| {"fwd TB/s":>8} | {"f+b TB/s":>8} | {"fwd/floor":>9} | {"f+b/floor":>9} |')
     rows = [header, '|' + '|'.join('-' * (len(c)) for c in header.split('|')[1:-1]) + '|']
@@ -210,6 +246,11 @@ def main():
             elem = torch.finfo(dtype).bits // 8
             fwd_bytes, fwdbwd_bytes = 4 * B * N * C * elem, 11 * B * N * C * elem
             min_bytes = 4 * B * N * C * elem + 4 * (N * C + C)  # out, dq, dk, dv; fp32 dpos, dscale
+            if args.apply_best and method == 'triton bf16' and shape in chosen:
+                from linattn_vision.ops.focused_linear import kernels
+                kernels.CONFIG_OVERRIDE.clear()
+                kernels.CONFIG_OVERRIDE.update(chosen[shape])
+                print(f'# {shape} triton launch configurations: {chosen[shape]}', flush=True)
             try:
                 fwd, fwdbwd, peak = bench_one(fn, dtype, B, N, C, heads, args.reps)
             except torch.cuda.OutOfMemoryError:
@@ -222,6 +263,9 @@ def main():
                    f'| {fwd / (fwd_bytes / bw * 1e3):9.2f} | {fwdbwd / (fwdbwd_bytes / bw * 1e3):9.2f} |')
             rows.append(row)
             print(row, flush=True)
+            if args.apply_best:
+                from linattn_vision.ops.focused_linear import kernels
+                kernels.CONFIG_OVERRIDE.clear()
             torch.cuda.empty_cache()
     print('\n'.join(['', f'# {device}, {datetime.date.today()}, floor = bytes that must move / '
                      f'{bw / 1e12:.2f} TB/s; peak = max allocated above the inputs during fwd+bwd'] + rows))
