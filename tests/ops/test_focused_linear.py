@@ -76,7 +76,7 @@ def test_registered_ops_pass_opcheck():
     out, kv, kmean = torch.ops.linattn.focused_linear_attention_fwd(q, k, v, s, pos, 2, 3.0)
     torch.library.opcheck(torch.ops.linattn.focused_linear_attention_bwd.default,
                           (torch.randn_like(out), q.detach(), k.detach(), v.detach(), s.detach(), pos,
-                           out.detach(), kv.detach(), kmean.detach(), 2, 3.0),
+                           kv.detach(), kmean.detach(), 2, 3.0),
                           test_utils=('test_schema', 'test_faketensor'))
 
 

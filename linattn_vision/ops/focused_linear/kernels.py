@@ -154,15 +154,6 @@ def _focus_backward(g_phi, x, inv_s, ah, amax, n1, n2, P: tl.constexpr, P_INT: t
 
 
 @triton.jit
-def _operand(x, DOT_MODE: tl.constexpr):
-    """x in the dot operand dtype (cast once, outside the token loop, for loop-invariant states)."""
-    if DOT_MODE == 0:
-        return x.to(tl.bfloat16)
-    else:
-        return x.to(tl.float32)
-
-
-@triton.jit
 def _dot(a, b, acc, DOT_MODE: tl.constexpr):
     if DOT_MODE == 0:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
@@ -229,7 +220,7 @@ def _fwd_state_kernel(
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + base + offs, mask=valid, other=0.0)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
-        kv = _dot(_transpose_last(phi), _operand(v, DOT_MODE), kv, DOT_MODE)
+        kv = _dot(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
         ksum += tl.sum(phi, axis=1)
     _store_partials(kv_part_ptr, ksum_part_ptr, b * tl.num_programs(1) + split, kv, ksum, H_PAD, D_PAD)
 
@@ -246,7 +237,6 @@ def _fwd_out_kernel(
     base = b.to(tl.int64) * N * C
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
-    kv = _operand(kv, DOT_MODE)
     kmean = kmean[:, None, :]
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
         offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
@@ -259,18 +249,17 @@ def _fwd_out_kernel(
 
 @triton.jit
 def _bwd_q_kernel(
-        q_ptr, out_ptr, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
+        q_ptr, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """Query side: dq, and partial d(kv) = sum phi(q)^T g, d(kmean) = sum dden phi(q), sum dL/da * a.
-    Reads the forward's output instead of recomputing phi(q) kv: one dot and one state operand fewer."""
+    """Query side: dq, and partial d(kv) = sum phi(q)^T g, d(kmean) = sum dden phi(q), sum dL/da * a."""
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
-    kv_t = _operand(_transpose_last(kv), DOT_MODE)
+    kv_t = _transpose_last(kv)
     kmean = kmean[:, None, :]
     dkv = tl.zeros((H_PAD, D_PAD, D_PAD), dtype=tl.float32)
     dkmean = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
@@ -279,12 +268,11 @@ def _bwd_q_kernel(
         offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
         q = tl.load(q_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         dout = tl.load(dout_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
-        out = tl.load(out_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(q, inv_s, valid, P, P_INT)
         inv_den = 1.0 / (tl.sum(phi * kmean, axis=2, keep_dims=True) + 1e-6)
         g = dout * inv_den
-        # out = phi kv / den: d(den) = -sum_j g_j out_j
-        dden = -tl.sum(g * out, axis=2, keep_dims=True)
+        # d(den) = -sum_j g_j out_j, out = phi kv / den
+        dden = -tl.sum(g * _dot(phi, kv, None, DOT_MODE), axis=2, keep_dims=True) * inv_den
         g_phi = _dot(g, kv_t, None, DOT_MODE) + dden * kmean
         dkv = _dot(_transpose_last(phi), g, dkv, DOT_MODE)
         dkmean += tl.sum(dden * phi, axis=1)
@@ -308,8 +296,7 @@ def _bwd_kv_kernel(
     base = b.to(tl.int64) * N * C
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     dkv, dkmean = _load_state(dkv_ptr, dkmean_ptr, b, H_PAD, D_PAD)
-    dkv_t = _operand(_transpose_last(dkv), DOT_MODE)
-    dkv = _operand(dkv, DOT_MODE)
+    dkv_t = _transpose_last(dkv)
     dkmean = dkmean[:, None, :]
     ds = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
@@ -317,11 +304,11 @@ def _bwd_kv_kernel(
         k = tl.load(k_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         if HAS_POS:
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-        v = tl.load(v_ptr + base + offs, mask=valid, other=0.0)
+        v = tl.load(v_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
         dv = _dot(phi, dkv, None, DOT_MODE)
         tl.store(dv_ptr + base + offs, dv.to(dv_ptr.dtype.element_ty), mask=valid)
-        g_phi = _dot(_operand(v, DOT_MODE), dkv_t, None, DOT_MODE) + dkmean
+        g_phi = _dot(v, dkv_t, None, DOT_MODE) + dkmean
         dk, ga_a = _focus_backward(g_phi, k, inv_s, ah, amax, n1, n2, P, P_INT)
         tl.store(dk_ptr + base + offs, dk.to(dk_ptr.dtype.element_ty), mask=valid)
         ds += tl.sum(ga_a, axis=1)
@@ -371,17 +358,17 @@ def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
     return out, kv, kmean
 
 
-def backward(dout, q, k, v, s, pos, out, kv, kmean, num_heads: int, focusing_factor: float):
-    """out: the forward's output. Returns dq, dk, dv (dtypes of q, k, v) and ds = dL/d softplus(scale) as fp32 (C,)."""
+def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: float):
+    """Returns dq, dk, dv (dtypes of q, k, v) and ds = dL/d softplus(scale) as fp32 (C,)."""
     N, C = q.shape[1], q.shape[2]
     head_dim = C // num_heads
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _, args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, out, dout, s, kv, kmean, dq,
+    _, args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, dout, s, kv, kmean, dq,
                       _partials(q, num_heads, *kv_shape), _partials(q, num_heads, *kmean_shape),
                       _partials(q, num_heads, *kmean_shape), **meta)
-    dkv_part, dkmean_part, ds_q_part = args[7:10]
+    dkv_part, dkmean_part, ds_q_part = args[6:9]
     # kv = sum_n phi(k)^T v / N and kmean = sum_n phi(k) / N: fold the 1/N in once here
     dkv, dkmean = dkv_part.sum(1).div_(N), dkmean_part.sum(1).div_(N)
     _, args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, v, pos if pos is not None else k, s, dkv,

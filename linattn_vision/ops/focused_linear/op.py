@@ -155,32 +155,32 @@ def _fwd_fake(q, k, v, s, pos, num_heads, focusing_factor):
 
 @torch.library.custom_op('linattn::focused_linear_attention_bwd', mutates_args=())
 def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
-            pos: Optional[torch.Tensor], out: torch.Tensor, kv: torch.Tensor, kmean: torch.Tensor, num_heads: int,
+            pos: Optional[torch.Tensor], kv: torch.Tensor, kmean: torch.Tensor, num_heads: int,
             focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (dq, dk, dv in the dtypes of q, k, v; ds = dL/ds fp32 (C,)). dk is also dL/d(k + pos)."""
     if _runs_triton(q):
-        return _load_kernels().backward(dout, q, k, v, s, pos, out, kv, kmean, num_heads, focusing_factor)
+        return _load_kernels().backward(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor)
     with torch.autocast(q.device.type, enabled=False):
         return _exact_backward(dout, q, k, v, s, pos, num_heads, focusing_factor)
 
 
 @_bwd_op.register_fake
-def _bwd_fake(dout, q, k, v, s, pos, out, kv, kmean, num_heads, focusing_factor):
+def _bwd_fake(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), s.new_empty(s.shape, dtype=torch.float32)
 
 
 def _fwd_setup_context(ctx, inputs, output):
     q, k, v, s, pos, num_heads, focusing_factor = inputs
-    out, kv, kmean = output
-    ctx.save_for_backward(q, k, v, s, pos, out, kv, kmean)
+    _, kv, kmean = output
+    ctx.save_for_backward(q, k, v, s, pos, kv, kmean)
     ctx.num_heads, ctx.focusing_factor = num_heads, focusing_factor
     ctx.s_dtype = s.dtype
 
 
 def _fwd_backward(ctx, dout, _dkv, _dkmean):
-    q, k, v, s, pos, out, kv, kmean = ctx.saved_tensors
+    q, k, v, s, pos, kv, kmean = ctx.saved_tensors
     dq, dk, dv, ds = torch.ops.linattn.focused_linear_attention_bwd(
-        dout.contiguous(), q, k, v, s, pos, out, kv, kmean, ctx.num_heads, ctx.focusing_factor)
+        dout.contiguous(), q, k, v, s, pos, kv, kmean, ctx.num_heads, ctx.focusing_factor)
     dpos = None
     if pos is not None and ctx.needs_input_grad[4]:
         dpos = dk.sum(0, dtype=torch.float32).to(pos.dtype)
