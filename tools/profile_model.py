@@ -1,0 +1,65 @@
+"""Where a model's GPU time goes: the torch profiler's CUDA-kernel table for inference or one training step.
+
+    python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --size 1024 --batch 1 --features
+    python tools/profile_model.py flatten_swin_t --train --batch 64
+
+bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
+total CUDA time over --iters calls, and the total.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_models import channels_last, create  # noqa: E402
+
+
+def profile(name, size, batch, features, train, iters, rows):
+    model = channels_last(create(name, img_size=size).cuda().train(train))
+    forward = model.forward_features if features else model
+    x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
+
+    def step():
+        if train:
+            with torch.autocast('cuda', dtype=torch.bfloat16):
+                out = forward(x)
+            out.float().square().mean().backward()
+        else:
+            with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16):
+                forward(x)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    events.sort(key=lambda e: -e.device_time_total)
+    total = sum(e.self_device_time_total for e in events) / iters / 1e3
+    print(f'\n# {name} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
+          f'{total:.2f} ms of CUDA kernels per call')
+    for e in events[:rows]:
+        print(f'{e.self_device_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('models', nargs='+')
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--batch', type=int, default=64)
+    parser.add_argument('--features', action='store_true', help='backbone only (forward_features)')
+    parser.add_argument('--train', action='store_true', help='forward + backward instead of inference')
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--rows', type=int, default=15)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit('profile_model.py needs a CUDA GPU')
+    for name in args.models:
+        profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows)
+
+
+if __name__ == '__main__':
+    main()
