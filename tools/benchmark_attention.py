@@ -125,17 +125,23 @@ PASS_KERNELS = {'fwd_state': '_fwd_state_kernel', 'fwd_out': '_fwd_out_kernel', 
                 'bwd_kv': '_bwd_kv_kernel'}
 
 
-def kernel_times(fn, reps):
-    """Median-free per-kernel mean CUDA time (ms) of fn() over reps calls, from the torch profiler."""
+def profile_calls(fn, reps, cpu=False):
+    """The torch profiler over reps calls of fn() after 3 warm-up calls (CUDA activity, and CPU if asked)."""
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    activities = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if cpu else [])
+    with torch.profiler.profile(activities=activities) as prof:
         for _ in range(reps):
             fn()
         torch.cuda.synchronize()
+    return prof
+
+
+def kernel_times(fn, reps):
+    """Mean CUDA time (ms) of each of the op's four kernels in fn(), over reps calls."""
     times = {}
-    for evt in prof.key_averages():
+    for evt in profile_calls(fn, reps).key_averages():
         for name, kernel in PASS_KERNELS.items():
             if kernel in evt.key:
                 times[name] = evt.device_time_total / max(1, evt.count) / 1e3
@@ -192,14 +198,7 @@ def profile_shape(shape, reps):
     def fwd_bwd():
         out = focused_linear_attention(*inputs, heads)
         torch.autograd.grad(out, inputs, dout)
-    for _ in range(3):
-        fwd_bwd()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fwd_bwd()
-        torch.cuda.synchronize()
+    prof = profile_calls(fwd_bwd, reps, cpu=True)
     print(f'# profile {shape}, {reps} forward+backward calls')
     print(prof.key_averages().table(sort_by='device_time_total', row_limit=14, max_name_column_width=40))
 

@@ -13,6 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_attention import profile_calls  # noqa: E402
 from benchmark_models import channels_last, create  # noqa: E402
 
 
@@ -29,14 +30,7 @@ def profile(name, size, batch, features, train, iters, rows):
         else:
             with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16):
                 forward(x)
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            step()
-        torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
     events.sort(key=lambda e: -e.device_time_total)
     total = sum(e.self_device_time_total for e in events) / iters / 1e3
     print(f'\n# {name} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
