@@ -203,3 +203,21 @@ def test_model_traces_with_torch_jit_trace():
     with torch.no_grad():
         traced = torch.jit.trace(model, x, check_trace=False)
         torch.testing.assert_close(traced(x), model(x))
+
+
+def test_every_supported_layout_has_a_launch_configuration():
+    """Each pass finds a tuned configuration for every head layout the kernels take, with whole token blocks per
+    split and enough splits for the tokens; fp32 keeps two pipeline stages (twice the shared memory per stage)."""
+    pytest.importorskip('triton')
+    from linattn_vision.ops.focused_linear import kernels
+    from linattn_vision.ops.focused_linear.layout import kernels_support
+    layouts = [(h, d) for h in range(1, 33) for d in (16, 24, 32, 48, 64, 96, 128) if kernels_support(h, d)]
+    assert (3, 32) in layouts and (32, 16) in layouts and len(layouts) > 20
+    for heads, head_dim in layouts:
+        for name in ('fwd_state', 'fwd_out', 'bwd_q', 'bwd_kv'):
+            for fp32 in (False, True):
+                cfg = kernels._launch_config(name, heads, head_dim, 1000, 3, torch.device('cpu'), fp32)
+                assert cfg['BLOCK_N'] in (16, 32, 64) and cfg['num_warps'] in (4, 8)
+                assert cfg['splits'] * cfg['blocks_per_split'] >= cfg['n_blocks'] == -(-1000 // cfg['BLOCK_N'])
+                assert (cfg['splits'] - 1) * cfg['blocks_per_split'] < cfg['n_blocks']
+                assert not fp32 or cfg['num_stages'] == 2
