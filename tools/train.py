@@ -1,7 +1,11 @@
 """Train a classifier, detector or segmentor from an mmengine config (mmdet's CLI).
 
-    python tools/train.py configs/cls/flatten_swin_t_in1k.py [--work-dir DIR] [--amp] [--resume [CKPT]]
-        [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+    python tools/train.py configs/cls/flatten_swin_t_in1k.py [--work-dir DIR] [--amp] [--compile [BACKEND]]
+        [--resume [CKPT]] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+
+``--compile`` runs the training step under torch.compile (mmengine's ``compile`` setting; FLatten blocks keep the
+Triton op as one opaque node). On an H100 it took FLatten-Swin-T training at 224 from 1179 to 1863 img/s
+(BENCHMARKS.md); the first iterations are slow while it compiles.
 
 The config's ``default_scope`` picks the library: 'mmdet', 'mmseg', or 'linattn_vision' (ImageNet classification,
 mmengine + timm only). Checkpoints of this project load under torch's ``weights_only`` default through an explicit
@@ -23,6 +27,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', default=False, help='enable automatic mixed precision training')
+    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                        help='compile the training step with torch.compile (default backend: inductor)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the global batch size (auto_scale_lr in the config)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -49,6 +55,8 @@ def main(argv=None):
             setup_cache_size_limit_of_dynamo()
         if args.amp:
             launch.enable_amp(cfg)
+        if args.compile:
+            cfg.compile = dict(backend=args.compile)
         if args.auto_scale_lr:
             if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
                 raise launch.UserInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

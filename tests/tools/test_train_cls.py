@@ -310,3 +310,18 @@ def test_two_process_evaluation_counts_every_image_once(toy_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     found = re.findall(r'accuracy/top1: ([\d.]+)', result.stdout + result.stderr)
     assert found and float(found[-1]) == pytest.approx(single, abs=1e-3)
+
+
+def test_compiled_training_step_of_a_flatten_model(toy_root, tmp_path):
+    """--compile wraps the training step in torch.compile; a FLatten model (focusing function, GridCache, the
+    registered op's fake kernels) traces and trains. aot_eager: Dynamo + AOTAutograd without inductor's C++ build."""
+    config = write_config(tmp_path / 'toy_compiled.py', toy_root,
+                          model="dict(model_name='flatten_pvt_v2_b0', img_size=32)",
+                          extra='train_cfg = dict(max_epochs=1, val_interval=1)')
+    runner = train_tool.main([config, '--work-dir', str(tmp_path / 'work'), '--compile', 'aot_eager',
+                              '--cfg-options', 'experiment_name=compiled'])
+    assert runner.cfg.compile == dict(backend='aot_eager')
+    assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable'), 'train_step was not compiled'
+    train, val = logged(runner)
+    assert len(train) == ITERS_PER_EPOCH and all(np.isfinite(r['loss']) for r in train.values())
+    assert len(val) == 1
