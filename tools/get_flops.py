@@ -6,7 +6,8 @@
 Counts follow fvcore / mmengine's convention (one fused multiply-add = one FLOP) on a traced forward pass in tensor
 mode (no NMS or post-processing). Attention through ``scaled_dot_product_attention`` is counted (mmengine does not
 by default), focused linear attention through its exact PyTorch formulation; custom mmcv ops such as RoIAlign are
-not counted, as in mmdet's own get_flops.py.
+not counted, as in mmdet's own get_flops.py. Mask heads run on the first 100 RoIs, as mmdet's StandardRoIHead does
+in tensor mode (Cascade RoI heads run theirs on all 1000 proposals there, 10x the papers' convention).
 Default shapes: 800x1280 for detection (the papers' convention), the config's crop size for segmentation.
 """
 from __future__ import annotations
@@ -79,6 +80,27 @@ def build_model(cfg):
     return model.eval()
 
 
+MASK_ROIS = 100
+
+
+def cap_cascade_mask_rois(model):
+    """Cascade RoI heads run each stage's mask head on every proposal in tensor mode; count it on the first
+    MASK_ROIS RoIs like StandardRoIHead (and mmdet 2.x's forward_dummy, which the papers' numbers come from). The
+    other rows are zeros, which cost no FLOPs, so the heads' downstream code sees the shapes it expects."""
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is None or not hasattr(roi_head, 'num_stages') or not getattr(roi_head, 'with_mask', False):
+        return
+    mask_forward = roi_head._mask_forward
+
+    def capped(stage, x, rois, *args, **kwargs):
+        results = mask_forward(stage, x, rois[:MASK_ROIS], *args, **kwargs)
+        preds = results['mask_preds']
+        full = preds.new_zeros((rois.shape[0],) + tuple(preds.shape[1:]))
+        full[:preds.shape[0]] = preds
+        return dict(results, mask_preds=full)
+    roi_head._mask_forward = capped
+
+
 def tensor_mode_inputs(cfg, model, shape):
     """Bind data samples so the model can be traced on a single image tensor in 'tensor' mode."""
     import torch
@@ -93,6 +115,7 @@ def tensor_mode_inputs(cfg, model, shape):
         from mmdet.structures import DetDataSample
         samples = [DetDataSample(metainfo=meta)]
     model.forward = partial(model.forward, data_samples=samples, mode='tensor')
+    cap_cascade_mask_rois(model)
     return (image,)
 
 

@@ -89,3 +89,42 @@ def test_benchmark_test_size_follows_the_config():
     seg = Config.fromfile(REPO / 'configs/seg/upernet_flatten-swin-t_160k_ade20k-512x512.py')
     assert benchmark.test_size(det) == (800, 1067)  # a 4:3 COCO image under Resize(1333, 800)
     assert benchmark.test_size(seg) == (512, 683)
+
+
+def test_get_flops_counts_cascade_mask_heads_on_100_rois(tmp_path):
+    """Cascade RoI heads run their mask heads on every proposal in tensor mode; get_flops counts them on the first
+    100 RoIs (mmdet's StandardRoIHead convention), padding the rest with zeros so downstream shapes hold."""
+    import torch
+    from mmengine.config import Config
+    get_flops = load_tool('get_flops')
+    path = tmp_path / 'cascade_tiny.py'
+    path.write_text(f"""
+_base_ = '{REPO}/configs/det/cascade-mask-rcnn_flatten-swin-t_fpn_3x_coco.py'
+model = dict(
+    backbone=dict(model_kwargs=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))),
+    neck=dict(in_channels=[16, 32, 64, 128]))
+""")
+    model = get_flops.build_model(Config.fromfile(str(path)))
+    head = model.roi_head
+    feats = tuple(torch.randn(1, 256, 64 // 2 ** i, 64 // 2 ** i) for i in range(5))
+    boxes = torch.rand(250, 2) * 100
+    rois = torch.cat([torch.zeros(250, 1), boxes, boxes + 20 + torch.rand(250, 2) * 50], 1)
+    with torch.no_grad():
+        full = head._mask_forward(1, feats, rois)['mask_preds']
+        get_flops.cap_cascade_mask_rois(model)
+        capped = head._mask_forward(1, feats, rois)['mask_preds']
+    assert capped.shape == full.shape
+    torch.testing.assert_close(capped[:100], full[:100])
+    assert capped[100:].abs().max() == 0
+
+    class MaskStage(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def forward(self, rois):
+            return self.head._mask_forward(1, feats, rois)['mask_preds']
+    with torch.no_grad():
+        flops_250, _ = get_flops.count(MaskStage(), (rois,))
+        flops_100, _ = get_flops.count(MaskStage(), (rois[:100],))
+    assert flops_250 == flops_100 > 0
