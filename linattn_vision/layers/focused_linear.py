@@ -10,6 +10,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..ops import focused_linear_attention
 from .pos_embed import GridCache, resize_tokens_grid, to_hw
@@ -58,12 +59,18 @@ class FocusedLinearCore(nn.Module):
         return self._pos_cache.get(hw, (pos,), lambda: resize_tokens_grid(pos, self.grid_size, hw, 'bicubic'))
 
     def value_conv(self, v: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
-        """DWC on v per head (one kernel shared by the heads): (B, H*W, C) -> (B, H*W, C)."""
+        """DWC on v per head (one kernel shared by the heads): (B, H*W, C) -> (B, H*W, C).
+
+        Run as a C-channel depthwise conv with the head kernel repeated per head, on v's channels-last
+        (B, C, H, W) view: the same numbers as convolving each head apart, without copying v into a per-head
+        layout or the result back."""
         B, N, C = v.shape
         H, W = to_hw(hw)
-        v = v.reshape(B, N, self.num_heads, self.head_dim).permute(0, 2, 3, 1)
-        v = self.dwc(v.reshape(B * self.num_heads, self.head_dim, H, W))
-        return v.reshape(B, C, N).transpose(1, 2)
+        grid = v.transpose(1, 2).reshape(B, C, H, W)
+        weight = self.dwc.weight.repeat(self.num_heads, 1, 1, 1)
+        bias = None if self.dwc.bias is None else self.dwc.bias.repeat(self.num_heads)
+        out = F.conv2d(grid, weight, bias, padding=self.dwc.padding, groups=C)
+        return out.flatten(2).transpose(1, 2)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         """q, k, v (B, H*W, C) on the (H, W) grid ``hw`` -> (B, H*W, C).

@@ -49,6 +49,21 @@ def test_module_matches_official_forward(split_qkv):
     torch.testing.assert_close(m(x, (6, 6)), official_fla_forward(m, x, (6, 6)), rtol=1e-9, atol=1e-9)
 
 
+def test_gradients_match_official_forward_on_a_non_square_grid():
+    """Every parameter's and the input's gradient, float64: in particular the DWC, which runs as one C-channel
+    depthwise conv with the shared head kernel repeated (the official code convolves each head apart)."""
+    m = _randomize(FocusedLinearAttention(24, 3, (4, 6), kernel_size=5)).double().train()
+    x = torch.randn(2, 24, 24, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 24, 24, dtype=torch.float64)
+    params = [x] + list(m.parameters())
+    ours = torch.autograd.grad(m(x, (4, 6)), params, g)
+    theirs = torch.autograd.grad(official_fla_forward(m, x, (4, 6)), params, g)
+    names = ['x'] + [n for n, _ in m.named_parameters()]
+    assert 'dwc.weight' in names and 'dwc.bias' in names
+    for name, a, b in zip(names, ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=lambda msg: f'{name}: {msg}')
+
+
 def test_float32_module_close_to_float64():
     m = _randomize(FocusedLinearAttention(32, 2, (8, 8))).eval()
     x = torch.randn(2, 64, 32)
