@@ -46,6 +46,16 @@ q, k, v, scale, pos = make_inputs(2, 37, 3, 16, torch.float32, 'cpu')
 o1 = op.focused_linear_attention(q, k, v, scale, pos, 3)
 o2 = op.focused_linear_attention(q, k, v, scale, pos, 3)
 results['deterministic'] = bool(torch.equal(o1, o2))
+# q, k, v as slices of one qkv tensor (row stride 3C, as the models pass them): the kernels read them in place
+qkv = torch.cat([q, k, v], -1).reshape(2, 37, 3, 48).requires_grad_()
+contig = torch.cat([q, k, v], -1).reshape(2, 37, 3, 48).detach().clone().requires_grad_()
+outs = []
+for t in (qkv, contig):
+    qs, ks, vs = t.unbind(2) if t is qkv else (x.contiguous() for x in t.unbind(2))
+    o = op.focused_linear_attention(qs, ks, vs, scale, pos, 3)
+    outs.append([o] + list(torch.autograd.grad(o.square().sum(), [t])))
+results['strided_inputs_ok'] = bool(qkv.unbind(2)[0].stride(1) == 144) and all(
+    torch.equal(a, b) for a, b in zip(*outs))
 print('RESULTS' + json.dumps(results))
 '''
 
@@ -74,3 +84,9 @@ def test_kernels_match_float64(interpreter_results, case):
 
 def test_kernels_deterministic(interpreter_results):
     assert interpreter_results['deterministic']
+
+
+def test_kernels_read_row_strided_qkv_slices_in_place(interpreter_results):
+    """q, k, v as unbind slices of one (B, N, 3, C) tensor give bitwise the results (and qkv gradient) of
+    contiguous copies."""
+    assert interpreter_results['strided_inputs_ok']

@@ -85,12 +85,14 @@ def _dot_mode(dtype: torch.dtype) -> int:
 
 @triton.jit
 def _tile_offsets(row0, N, C, HEAD_DIM, H, BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """Token rows [1, BLOCK_N, 1], offsets into a contiguous (N, C) tile [H_PAD, BLOCK_N, D_PAD], and its mask.
+    Row-strided inputs (q, k, v slices of one qkv tensor) address rows * row_stride + chan instead."""
     offs_h = tl.arange(0, H_PAD)[:, None, None]
     offs_n = row0 + tl.arange(0, BLOCK_N)[None, :, None]
     offs_d = tl.arange(0, D_PAD)[None, None, :]
     chan = offs_h * HEAD_DIM + offs_d
     chan_ok = (offs_h < H) & (offs_d < HEAD_DIM)
-    return offs_n * C + chan, chan_ok & (offs_n < N)
+    return offs_n, chan, offs_n * C + chan, chan_ok & (offs_n < N)
 
 
 @triton.jit
@@ -202,23 +204,22 @@ def _store_vector(vec_ptr, part, vec, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
 
 @triton.jit
 def _fwd_state_kernel(
-        k_ptr, v_ptr, pos_ptr, s_ptr, kv_part_ptr, ksum_part_ptr,
+        k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, s_ptr, kv_part_ptr, ksum_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
     """Per (batch, split): partial sum_n phi(k)_n^T v_n and sum_n phi(k)_n over the split's token blocks."""
     b = tl.program_id(0)
     split = tl.program_id(1)
-    base = b.to(tl.int64) * N * C
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv = tl.zeros((H_PAD, D_PAD, D_PAD), dtype=tl.float32)
     ksum = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
-        offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        k = tl.load(k_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
+        rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
+        k = tl.load(k_ptr + b.to(tl.int64) * k_sb + rows * k_sn + chan, mask=valid, other=0.0).to(tl.float32)
         if HAS_POS:
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-        v = tl.load(v_ptr + base + offs, mask=valid, other=0.0)
+        v = tl.load(v_ptr + b.to(tl.int64) * v_sb + rows * v_sn + chan, mask=valid, other=0.0)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
         kv = _dot(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
         ksum += tl.sum(phi, axis=1)
@@ -227,7 +228,7 @@ def _fwd_state_kernel(
 
 @triton.jit
 def _fwd_out_kernel(
-        q_ptr, s_ptr, kv_ptr, kmean_ptr, out_ptr,
+        q_ptr, q_sb, q_sn, s_ptr, kv_ptr, kmean_ptr, out_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -239,8 +240,8 @@ def _fwd_out_kernel(
     kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
     kmean = kmean[:, None, :]
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
-        offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        q = tl.load(q_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
+        rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
+        q = tl.load(q_ptr + b.to(tl.int64) * q_sb + rows * q_sn + chan, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(q, inv_s, valid, P, P_INT)
         inv_den = 1.0 / (tl.sum(phi * kmean, axis=2, keep_dims=True) + 1e-6)
         out = _dot(phi, kv, None, DOT_MODE) * inv_den
@@ -249,7 +250,7 @@ def _fwd_out_kernel(
 
 @triton.jit
 def _bwd_q_kernel(
-        q_ptr, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
+        q_ptr, q_sb, q_sn, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -265,8 +266,8 @@ def _bwd_q_kernel(
     dkmean = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     ds = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
-        offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        q = tl.load(q_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
+        rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
+        q = tl.load(q_ptr + b.to(tl.int64) * q_sb + rows * q_sn + chan, mask=valid, other=0.0).to(tl.float32)
         dout = tl.load(dout_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(q, inv_s, valid, P, P_INT)
         inv_den = 1.0 / (tl.sum(phi * kmean, axis=2, keep_dims=True) + 1e-6)
@@ -286,7 +287,7 @@ def _bwd_q_kernel(
 
 @triton.jit
 def _bwd_kv_kernel(
-        k_ptr, v_ptr, pos_ptr, s_ptr, dkv_ptr, dkmean_ptr, dk_ptr, dv_ptr, ds_part_ptr,
+        k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, s_ptr, dkv_ptr, dkmean_ptr, dk_ptr, dv_ptr, ds_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -300,11 +301,11 @@ def _bwd_kv_kernel(
     dkmean = dkmean[:, None, :]
     ds = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
-        offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        k = tl.load(k_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
+        rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
+        k = tl.load(k_ptr + b.to(tl.int64) * k_sb + rows * k_sn + chan, mask=valid, other=0.0).to(tl.float32)
         if HAS_POS:
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-        v = tl.load(v_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + b.to(tl.int64) * v_sb + rows * v_sn + chan, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
         dv = _dot(phi, dkv, None, DOT_MODE)
         tl.store(dv_ptr + base + offs, dv.to(dv_ptr.dtype.element_ty), mask=valid)
@@ -345,16 +346,19 @@ def _partials(q, num_heads, *shape):
 
 def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
     """Returns out (B, N, C) in v's dtype and the fp32 state kv, kmean (already divided by N) in the layout of
-    layout.state_shapes. q, k, v contiguous (B, N, C); s = softplus(scale) fp32 (C,); pos (N, C) or None."""
+    layout.state_shapes. q, k, v (B, N, C) with unit channel stride (any batch and token strides, e.g. slices
+    of one qkv tensor); s = softplus(scale) fp32 (C,); pos contiguous (N, C) or None. out is contiguous."""
     N, C = q.shape[1], q.shape[2]
     kv_shape, kmean_shape = state_shapes(num_heads, C // num_heads)
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
-    _, (_, _, _, _, kv_part, ksum_part) = _launch(
-        'fwd_state', _fwd_state_kernel, q, num_heads, k, v, pos if pos is not None else k, s,
+    _, args = _launch(
+        'fwd_state', _fwd_state_kernel, q, num_heads, k, *k.stride()[:2], v, *v.stride()[:2],
+        pos if pos is not None else k, s,
         _partials(q, num_heads, *kv_shape), _partials(q, num_heads, *kmean_shape), HAS_POS=pos is not None, **meta)
+    kv_part, ksum_part = args[-2:]
     kv, kmean = kv_part.sum(1).div_(N), ksum_part.sum(1).div_(N)
-    out = torch.empty_like(v)
-    _launch('fwd_out', _fwd_out_kernel, q, num_heads, q, s, kv, kmean, out, **meta)
+    out = torch.empty(q.shape, dtype=v.dtype, device=v.device)
+    _launch('fwd_out', _fwd_out_kernel, q, num_heads, q, *q.stride()[:2], s, kv, kmean, out, **meta)
     return out, kv, kmean
 
 
@@ -364,15 +368,16 @@ def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: 
     head_dim = C // num_heads
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _, args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, dout, s, kv, kmean, dq,
+    dq, dk, dv = (torch.empty(q.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+    _, args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, *q.stride()[:2], dout, s, kv, kmean, dq,
                       _partials(q, num_heads, *kv_shape), _partials(q, num_heads, *kmean_shape),
                       _partials(q, num_heads, *kmean_shape), **meta)
-    dkv_part, dkmean_part, ds_q_part = args[6:9]
+    dkv_part, dkmean_part, ds_q_part = args[-3:]
     # kv = sum_n phi(k)^T v / N and kmean = sum_n phi(k) / N: fold the 1/N in once here
     dkv, dkmean = dkv_part.sum(1).div_(N), dkmean_part.sum(1).div_(N)
-    _, args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, v, pos if pos is not None else k, s, dkv,
+    _, args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, *k.stride()[:2], v, *v.stride()[:2],
+                      pos if pos is not None else k, s, dkv,
                       dkmean, dk, dv, _partials(q, num_heads, *kmean_shape), HAS_POS=pos is not None, **meta)
-    ds_k_part = args[8]
+    ds_k_part = args[-1]
     ga_a = _per_channel(ds_q_part.sum((0, 1)) + ds_k_part.sum((0, 1)), num_heads, head_dim)
     return dq, dk, dv, -ga_a / s

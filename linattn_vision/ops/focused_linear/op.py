@@ -136,8 +136,8 @@ def _pad_state(kv, kmean, num_heads, head_dim):
 @torch.library.custom_op('linattn::focused_linear_attention_fwd', mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, pos: Optional[torch.Tensor],
             num_heads: int, focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(q, k, v contiguous (B, N, C); s = softplus(scale) fp32 (C,); pos (N, C) or None) ->
-    (out in v's dtype, kv / N and kmean as fp32 padded state, saved for the backward)."""
+    """(q, k, v (B, N, C) with unit channel stride; s = softplus(scale) fp32 (C,); pos (N, C) or None) ->
+    (out contiguous in v's dtype, kv / N and kmean as fp32 padded state, saved for the backward)."""
     return _forward_impl(q, k, v, s, pos, num_heads, focusing_factor)
 
 
@@ -153,7 +153,7 @@ def _forward_impl(q, k, v, s, pos, num_heads, focusing_factor):
 def _fwd_fake(q, k, v, s, pos, num_heads, focusing_factor):
     B, _, C = q.shape
     kv_shape, kmean_shape = state_shapes(num_heads, C // num_heads)
-    return (torch.empty_like(v), q.new_empty(B, *kv_shape, dtype=torch.float32),
+    return (q.new_empty(q.shape, dtype=v.dtype), q.new_empty(B, *kv_shape, dtype=torch.float32),
             q.new_empty(B, *kmean_shape, dtype=torch.float32))
 
 
@@ -169,12 +169,14 @@ def _backward_impl(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor)
     if _runs_triton(q):
         return _load_kernels().backward(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor)
     with torch.autocast(q.device.type, enabled=False):
-        return _exact_backward(dout, q, k, v, s, pos, num_heads, focusing_factor)
+        grads = _exact_backward(dout, q, k, v, s, pos, num_heads, focusing_factor)
+    return tuple(g.contiguous() for g in grads)  # as the fake kernel says, whatever the inputs' strides
 
 
 @_bwd_op.register_fake
 def _bwd_fake(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), s.new_empty(s.shape, dtype=torch.float32)
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
+            s.new_empty(s.shape, dtype=torch.float32))
 
 
 def _fwd_setup_context(ctx, inputs, output):
@@ -247,7 +249,9 @@ def focused_linear_attention(q, k, v, scale, pos=None, num_heads: int = 1, focus
     s = F.softplus(scale.reshape(C).float())
     if pos is not None:
         pos = pos.reshape(N, C).contiguous()
-    args = (q.contiguous(), k.contiguous(), v.contiguous(), s.contiguous(), pos, num_heads, float(focusing_factor))
+    # the kernels take any batch / token strides (q, k, v are usually slices of one qkv tensor): no copies
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    args = (q, k, v, s.contiguous(), pos, num_heads, float(focusing_factor))
     if torch.compiler.is_compiling():
         return torch.ops.linattn.focused_linear_attention_fwd(*args)[0]
     return _EagerFocusedLinear.apply(*args)
