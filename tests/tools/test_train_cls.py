@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,9 @@ def test_interrupted_run_resumes_with_the_same_steps_and_lr(full_run, toy_root, 
         torch.load(checkpoint)
     assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
 
+    # mmengine names a run's log folder by its start second: start the resumed run in a later second than the
+    # interrupted one, or both write into one scalars.json (a fast machine did that once)
+    time.sleep(1.01 - time.time() % 1)
     resumed = train_tool.main([config, '--work-dir', work_dir, '--resume', '--cfg-options', 'experiment_name=resumed'])
     assert resumed.iter == reference.iter == EPOCHS * ITERS_PER_EPOCH and resumed.epoch == reference.epoch
     assert resumed.optim_wrapper.get_lr() == reference.optim_wrapper.get_lr()
