@@ -202,7 +202,13 @@ def _store_vector(vec_ptr, part, vec, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
 
 # ----------------------------------------------------------------------------------------------------- kernels
 
-@triton.jit
+# Token counts and loop bounds are plain runtime integers: Triton would otherwise compile a variant per divisibility
+# class of each (N % 16, == 1, ...), so a new resolution could recompile. Strides and C stay specialized: their
+# divisibility is what lets the compiler prove aligned, vectorized loads.
+_resolution_free_jit = triton.jit(do_not_specialize=['N', 'blocks_per_split', 'n_blocks'])
+
+
+@_resolution_free_jit
 def _fwd_state_kernel(
         k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, s_ptr, kv_part_ptr, ksum_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
@@ -226,7 +232,7 @@ def _fwd_state_kernel(
     _store_partials(kv_part_ptr, ksum_part_ptr, b * tl.num_programs(1) + split, kv, ksum, H_PAD, D_PAD)
 
 
-@triton.jit
+@_resolution_free_jit
 def _fwd_out_kernel(
         q_ptr, q_sb, q_sn, s_ptr, kv_ptr, kmean_ptr, out_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
@@ -248,7 +254,7 @@ def _fwd_out_kernel(
         tl.store(out_ptr + base + offs, out.to(out_ptr.dtype.element_ty), mask=valid)
 
 
-@triton.jit
+@_resolution_free_jit
 def _bwd_q_kernel(
         q_ptr, q_sb, q_sn, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
@@ -285,7 +291,7 @@ def _bwd_q_kernel(
     _store_vector(ds_part_ptr, part, ds, H_PAD, D_PAD)
 
 
-@triton.jit
+@_resolution_free_jit
 def _bwd_kv_kernel(
         k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, s_ptr, dkv_ptr, dkmean_ptr, dk_ptr, dv_ptr, ds_part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
