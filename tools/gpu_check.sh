@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# On a CUDA machine, in one go: the GPU tests of the focused-linear op, then the op table, the whole-model table and
-# a per-kernel profile of FLatten-Swin-T vs Swin-T training (the numbers BENCHMARKS.md reports), each into OUT_DIR.
+# On a CUDA machine: the GPU tests of the focused-linear op and the numbers BENCHMARKS.md reports, by part, each
+# part's output into $GPU_CHECK_OUT (default work_dirs/gpu_check). Parts and their time on an H100:
+#   tests    pytest -m gpu of the op (~2.5 min)          op       the op table, all methods (~3 min)
+#   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
+#   compile  whole-model table under torch.compile for FLatten-Swin-T and Swin-T (~4 min)
+#   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training (~1 min)
 #
-#   bash tools/gpu_check.sh [OUT_DIR]        # default work_dirs/gpu_check; about 15 minutes on an H100
+#   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
+#   bash tools/gpu_check.sh tests op         # some parts
 set -u
 cd "$(dirname "$0")/.."
-out=${1:-work_dirs/gpu_check}
+out=${GPU_CHECK_OUT:-work_dirs/gpu_check}
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(tests op models compile profile)
 mkdir -p "$out"
 python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check.sh needs a CUDA GPU")' || exit 2
 status=0
-python -m pytest -q tests/ops/test_focused_linear.py -m gpu -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.txt"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-python tools/benchmark_attention.py --reps 20 2>&1 | tee "$out/op_table.txt"
-python tools/benchmark_models.py --graph --compile flatten_swin_t swin_tiny_patch4_window7_224 --nan-steps 200 \
-    2>&1 | tee "$out/models.txt"
-python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train 2>&1 | tee "$out/profile.txt"
+for part in "${parts[@]}"; do
+    case $part in
+        tests) python -m pytest -q tests/ops/test_focused_linear.py -m gpu -p no:cacheprovider ;;
+        op) python tools/benchmark_attention.py --reps 20 ;;
+        models) python tools/benchmark_models.py --graph --nan-steps 200 ;;
+        compile) python tools/benchmark_models.py --models flatten_swin_t swin_tiny_patch4_window7_224 \
+                     --compile flatten_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
+        profile) python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train ;;
+        *) echo "unknown part '$part' (tests, op, models, compile, profile)" >&2; exit 2 ;;
+    esac 2>&1 | tee "$out/$part.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
 echo "results in $out"
 exit $status
