@@ -10,6 +10,7 @@
 #   bash tools/gpu_check.sh tests op         # some parts
 set -u
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the tools import linattn_vision from this checkout
 out=${GPU_CHECK_OUT:-work_dirs/gpu_check}
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(tests op models compile profile)
