@@ -217,15 +217,17 @@ def _fwd_state_kernel(
     """Per (batch, split): partial sum_n phi(k)_n^T v_n and sum_n phi(k)_n over the split's token blocks."""
     b = tl.program_id(0)
     split = tl.program_id(1)
+    k_ptr += b.to(tl.int64) * k_sb
+    v_ptr += b.to(tl.int64) * v_sb
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv = tl.zeros((H_PAD, D_PAD, D_PAD), dtype=tl.float32)
     ksum = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
         rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        k = tl.load(k_ptr + b.to(tl.int64) * k_sb + rows * k_sn + chan, mask=valid, other=0.0).to(tl.float32)
+        k = tl.load(k_ptr + rows * k_sn + chan, mask=valid, other=0.0).to(tl.float32)
         if HAS_POS:
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-        v = tl.load(v_ptr + b.to(tl.int64) * v_sb + rows * v_sn + chan, mask=valid, other=0.0)
+        v = tl.load(v_ptr + rows * v_sn + chan, mask=valid, other=0.0)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
         kv = _dot(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
         ksum += tl.sum(phi, axis=1)
@@ -242,12 +244,13 @@ def _fwd_out_kernel(
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
+    q_ptr += b.to(tl.int64) * q_sb
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
     kmean = kmean[:, None, :]
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
         rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        q = tl.load(q_ptr + b.to(tl.int64) * q_sb + rows * q_sn + chan, mask=valid, other=0.0).to(tl.float32)
+        q = tl.load(q_ptr + rows * q_sn + chan, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(q, inv_s, valid, P, P_INT)
         inv_den = 1.0 / (tl.sum(phi * kmean, axis=2, keep_dims=True) + 1e-6)
         out = _dot(phi, kv, None, DOT_MODE) * inv_den
@@ -264,6 +267,7 @@ def _bwd_q_kernel(
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
+    q_ptr += b.to(tl.int64) * q_sb
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
     kv_t = _transpose_last(kv)
@@ -273,7 +277,7 @@ def _bwd_q_kernel(
     ds = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
         rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        q = tl.load(q_ptr + b.to(tl.int64) * q_sb + rows * q_sn + chan, mask=valid, other=0.0).to(tl.float32)
+        q = tl.load(q_ptr + rows * q_sn + chan, mask=valid, other=0.0).to(tl.float32)
         dout = tl.load(dout_ptr + base + offs, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(q, inv_s, valid, P, P_INT)
         inv_den = 1.0 / (tl.sum(phi * kmean, axis=2, keep_dims=True) + 1e-6)
@@ -301,6 +305,8 @@ def _bwd_kv_kernel(
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
+    k_ptr += b.to(tl.int64) * k_sb
+    v_ptr += b.to(tl.int64) * v_sb
     inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
     dkv, dkmean = _load_state(dkv_ptr, dkmean_ptr, b, H_PAD, D_PAD)
     dkv_t = _transpose_last(dkv)
@@ -308,10 +314,10 @@ def _bwd_kv_kernel(
     ds = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
         rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
-        k = tl.load(k_ptr + b.to(tl.int64) * k_sb + rows * k_sn + chan, mask=valid, other=0.0).to(tl.float32)
+        k = tl.load(k_ptr + rows * k_sn + chan, mask=valid, other=0.0).to(tl.float32)
         if HAS_POS:
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-        v = tl.load(v_ptr + b.to(tl.int64) * v_sb + rows * v_sn + chan, mask=valid, other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + rows * v_sn + chan, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
         dv = _dot(phi, dkv, None, DOT_MODE)
         tl.store(dv_ptr + base + offs, dv.to(dv_ptr.dtype.element_ty), mask=valid)
@@ -325,7 +331,8 @@ def _bwd_kv_kernel(
 # ---------------------------------------------------------------------------------------------------- launchers
 
 def _launch(name, kernel, q, num_heads, *args, **constexprs):
-    """Launch `kernel` on a (batch, split) grid with the pass's configuration; returns the configuration."""
+    """Launch `kernel` on a (batch, split) grid with the pass's configuration; returns its arguments, with the
+    partial buffers (given as factories of the configuration) allocated."""
     B, N, C = q.shape
     head_dim = C // num_heads
     cfg = _launch_config(name, num_heads, head_dim, N, B, q.device, q.dtype == torch.float32)
@@ -337,7 +344,7 @@ def _launch(name, kernel, q, num_heads, *args, **constexprs):
                             num_warps=cfg['num_warps'], num_stages=cfg['num_stages'], **constexprs)
     if COMPILE_STATS is not None and not INTERPRET:
         COMPILE_STATS[name] = (compiled.n_regs, compiled.n_spills)
-    return cfg, args
+    return args
 
 
 def _per_channel(x: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:
@@ -345,9 +352,14 @@ def _per_channel(x: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor
     return x[..., :num_heads, :head_dim].reshape(*x.shape[:-2], num_heads * head_dim)
 
 
-def _partials(q, num_heads, *shape):
+def _partials(q, *shape):
     """A factory of fp32 (B, splits, *shape) buffers, called with the launch configuration."""
     return lambda cfg: q.new_empty(q.shape[0], cfg['splits'], *shape, dtype=torch.float32)
+
+
+def _meta(q, focusing_factor: float) -> dict:
+    """Compile-time constants of every pass: the focusing power and the dot operand precision."""
+    return dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
 
 
 def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
@@ -356,11 +368,11 @@ def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
     of one qkv tensor); s = softplus(scale) fp32 (C,); pos contiguous (N, C) or None. out is contiguous."""
     N, C = q.shape[1], q.shape[2]
     kv_shape, kmean_shape = state_shapes(num_heads, C // num_heads)
-    meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
-    _, args = _launch(
+    meta = _meta(q, focusing_factor)
+    args = _launch(
         'fwd_state', _fwd_state_kernel, q, num_heads, k, *k.stride()[:2], v, *v.stride()[:2],
         pos if pos is not None else k, s,
-        _partials(q, num_heads, *kv_shape), _partials(q, num_heads, *kmean_shape), HAS_POS=pos is not None, **meta)
+        _partials(q, *kv_shape), _partials(q, *kmean_shape), HAS_POS=pos is not None, **meta)
     kv_part, ksum_part = args[-2:]
     kv, kmean = kv_part.sum(1).div_(N), ksum_part.sum(1).div_(N)
     out = torch.empty(q.shape, dtype=v.dtype, device=v.device)
@@ -373,17 +385,16 @@ def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: 
     N, C = q.shape[1], q.shape[2]
     head_dim = C // num_heads
     kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
-    meta = dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
+    meta = _meta(q, focusing_factor)
     dq, dk, dv = (torch.empty(q.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
-    _, args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, *q.stride()[:2], dout, s, kv, kmean, dq,
-                      _partials(q, num_heads, *kv_shape), _partials(q, num_heads, *kmean_shape),
-                      _partials(q, num_heads, *kmean_shape), **meta)
+    args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, *q.stride()[:2], dout, s, kv, kmean, dq,
+                   _partials(q, *kv_shape), _partials(q, *kmean_shape), _partials(q, *kmean_shape), **meta)
     dkv_part, dkmean_part, ds_q_part = args[-3:]
     # kv = sum_n phi(k)^T v / N and kmean = sum_n phi(k) / N: fold the 1/N in once here
     dkv, dkmean = dkv_part.sum(1).div_(N), dkmean_part.sum(1).div_(N)
-    _, args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, *k.stride()[:2], v, *v.stride()[:2],
-                      pos if pos is not None else k, s, dkv,
-                      dkmean, dk, dv, _partials(q, num_heads, *kmean_shape), HAS_POS=pos is not None, **meta)
+    args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, *k.stride()[:2], v, *v.stride()[:2],
+                   pos if pos is not None else k, s, dkv, dkmean, dk, dv, _partials(q, *kmean_shape),
+                   HAS_POS=pos is not None, **meta)
     ds_k_part = args[-1]
     ga_a = _per_channel(ds_q_part.sum((0, 1)) + ds_k_part.sum((0, 1)), num_heads, head_dim)
     return dq, dk, dv, -ga_a / s
