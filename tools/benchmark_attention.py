@@ -27,7 +27,9 @@ SHAPES = {  # name: (B, N, C, heads)
 
 
 def official_formulation(q, k, v, scale, pos, num_heads, focusing_factor=3):
-    """The FLatten FocusedLinearAttention core as the official code writes it (dwc and proj left out)."""
+    """The FLatten FocusedLinearAttention core as the official code writes it (dwc and proj left out), in its own
+    order of operations: the (N ** -0.5) split of 1/N, per-token norms over all C. tests/ops checks the reference
+    against it."""
     B, N, C = q.shape
     k = k + pos
     q = torch.nn.functional.relu(q) + 1e-6
@@ -99,15 +101,20 @@ def make_inputs(B, N, C, dtype, seed=0):
     return (q, k, v, scale, pos), dout
 
 
-def bench_one(fn, dtype, B, N, C, heads, reps):
+def forward_backward(fn, dtype, B, N, C, heads):
+    """(inputs, a call of fn's forward + backward on fresh inputs of this shape)."""
     inputs, dout = make_inputs(B, N, C, dtype)
-    with torch.no_grad():
-        fwd_times = time_cuda(lambda: fn(*inputs, heads), reps=reps)
 
     def fwd_bwd():
         out = fn(*inputs, heads)
         torch.autograd.grad(out, inputs, dout)
+    return inputs, fwd_bwd
 
+
+def bench_one(fn, dtype, B, N, C, heads, reps):
+    inputs, fwd_bwd = forward_backward(fn, dtype, B, N, C, heads)
+    with torch.no_grad():
+        fwd_times = time_cuda(lambda: fn(*inputs, heads), reps=reps)
     fwdbwd_times = time_cuda(fwd_bwd, reps=reps)
     # drop anything a previous method left for the garbage collector, so the baseline holds the inputs only
     gc.collect()
@@ -155,13 +162,7 @@ def sweep(shapes, reps, configs):
     kernels.COMPILE_STATS = {}
     chosen = {}
     for shape in shapes:
-        B, N, C, heads = SHAPES[shape]
-        inputs, dout = make_inputs(B, N, C, torch.bfloat16)
-
-        def fwd_bwd():
-            out = focused_linear_attention(*inputs, heads)
-            torch.autograd.grad(out, inputs, dout)
-
+        _, fwd_bwd = forward_backward(focused_linear_attention, torch.bfloat16, *SHAPES[shape])
         best = {}
         for block_n, warps, splits_per_sm, stages in configs:
             cfg = dict(BLOCK_N=block_n, num_warps=warps, splits_per_sm=splits_per_sm, num_stages=stages)
@@ -192,12 +193,7 @@ def sweep(shapes, reps, configs):
 def profile_shape(shape, reps):
     """Every CUDA kernel of the Triton op's forward+backward on one shape (where the time outside the four
     kernels goes: partial sums, dpos, softplus, autograd bookkeeping)."""
-    B, N, C, heads = SHAPES[shape]
-    inputs, dout = make_inputs(B, N, C, torch.bfloat16)
-
-    def fwd_bwd():
-        out = focused_linear_attention(*inputs, heads)
-        torch.autograd.grad(out, inputs, dout)
+    _, fwd_bwd = forward_backward(focused_linear_attention, torch.bfloat16, *SHAPES[shape])
     prof = profile_calls(fwd_bwd, reps, cpu=True)
     print(f'# profile {shape}, {reps} forward+backward calls')
     print(prof.key_averages().table(sort_by='device_time_total', row_limit=14, max_name_column_width=40))
@@ -222,6 +218,7 @@ def main():
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('benchmark_attention.py needs a CUDA device')
+    from linattn_vision.ops.focused_linear import kernels  # (launch overrides; needs triton)
 
     bw = copy_bandwidth()
     device = torch.cuda.get_device_name()
@@ -245,11 +242,10 @@ def main():
             elem = torch.finfo(dtype).bits // 8
             fwd_bytes, fwdbwd_bytes = 4 * B * N * C * elem, 11 * B * N * C * elem
             min_bytes = 4 * B * N * C * elem + 4 * (N * C + C)  # out, dq, dk, dv; fp32 dpos, dscale
-            if args.apply_best and method == 'triton bf16' and shape in chosen:
-                from linattn_vision.ops.focused_linear import kernels
-                kernels.CONFIG_OVERRIDE.clear()
-                kernels.CONFIG_OVERRIDE.update(chosen[shape])
-                print(f'# {shape} triton launch configurations: {chosen[shape]}', flush=True)
+            best_configs = chosen.get(shape) if args.apply_best and method == 'triton bf16' else None
+            if best_configs:
+                kernels.CONFIG_OVERRIDE.update(best_configs)
+                print(f'# {shape} triton launch configurations: {best_configs}', flush=True)
             try:
                 fwd, fwdbwd, peak = bench_one(fn, dtype, B, N, C, heads, args.reps)
             except torch.cuda.OutOfMemoryError:
@@ -262,9 +258,7 @@ def main():
                    f'| {fwd / (fwd_bytes / bw * 1e3):9.2f} | {fwdbwd / (fwdbwd_bytes / bw * 1e3):9.2f} |')
             rows.append(row)
             print(row, flush=True)
-            if args.apply_best:
-                from linattn_vision.ops.focused_linear import kernels
-                kernels.CONFIG_OVERRIDE.clear()
+            kernels.CONFIG_OVERRIDE.clear()
             torch.cuda.empty_cache()
     print('\n'.join(['', f'# {device}, {datetime.date.today()}, floor = bytes that must move / '
                      f'{bw / 1e12:.2f} TB/s; peak = max allocated above the inputs during fwd+bwd'] + rows))

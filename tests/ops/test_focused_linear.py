@@ -11,23 +11,18 @@ from focused_linear_cases import compare_with_float64, make_inputs
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
 
-def official_formulation(q, k, v, scale, pos, num_heads, focusing_factor=3):
-    """Transcription of the FLatten FocusedLinearAttention.forward core (without dwc/proj), in its own order of
-    operations: the (N ** -0.5) split of 1/N, nn.ReLU/nn.Softplus modules, per-token norms over all C."""
-    B, N, C = q.shape
-    k = k + pos
-    q = torch.nn.ReLU()(q) + 1e-6
-    k = torch.nn.ReLU()(k) + 1e-6
-    s = torch.nn.Softplus()(scale)
-    q, k = q / s, k / s
-    q_norm, k_norm = q.norm(dim=-1, keepdim=True), k.norm(dim=-1, keepdim=True)
-    q, k = q ** focusing_factor, k ** focusing_factor
-    q = (q / q.norm(dim=-1, keepdim=True)) * q_norm
-    k = (k / k.norm(dim=-1, keepdim=True)) * k_norm
-    q, k, v = (t.reshape(B, N, num_heads, -1).permute(0, 2, 1, 3) for t in (q, k, v))
-    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
-    kv = (k.transpose(-2, -1) * (N ** -0.5)) @ (v * (N ** -0.5))
-    return (q @ kv * z).transpose(1, 2).reshape(B, N, C)
+def _load_benchmark_tool():
+    """tools/benchmark_attention.py, whose official_formulation is the baseline row of the op benchmark."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_attention.py'
+    spec = importlib.util.spec_from_file_location('linattn_tools_benchmark_attention', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+official_formulation = _load_benchmark_tool().official_formulation
 
 
 def test_reference_matches_official_formulation():
