@@ -10,9 +10,9 @@ Prints one table, every model measured in the same run (so the numbers compare):
   - backbone-only inference images/s, batch 1 at 1024x1024 and 2048x2048 (forward_features, bf16 autocast)
   - training images/s, batch 64 at 224 (forward + backward + AdamW step, bf16 autocast) and its peak memory
 and, with --compile, the 224 settings for the named models under torch.compile; with --graph, the inference
-settings replayed from CUDA graphs (the GPU's time without the host's launch overhead, which bounds batch 1). --nan-steps N trains each of this
-toolkit's models N steps on one fixed synthetic batch under bf16 autocast and reports the last loss, the largest
-|grad| seen and whether any loss or gradient was NaN/inf.
+settings replayed from CUDA graphs (the GPU's time without the host's launch overhead, which bounds batch 1).
+--nan-steps N trains each of this toolkit's models N steps on one fixed synthetic batch under bf16 autocast and
+reports the last loss, the largest |grad| seen and whether any loss or gradient was NaN/inf.
 Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
 """
 from __future__ import annotations

@@ -14,8 +14,6 @@ allowlist (linattn_vision.mm.checkpoint), so ``--resume`` and ``load_from`` work
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from mmengine.config import DictAction
 

@@ -175,7 +175,7 @@ def test_interrupted_run_resumes_with_the_same_steps_and_lr(full_run, toy_root, 
     # an explicit path resumes the same way
     explicit = train_tool.main([config, '--work-dir', str(tmp_path / 'work2'), '--resume', checkpoint,
                                 '--cfg-options', 'experiment_name=explicit', 'train_cfg.max_epochs=3',
-                                f'param_scheduler.1.end=3'])
+                                'param_scheduler.1.end=3'])
     assert explicit.iter == 3 * ITERS_PER_EPOCH
 
 
@@ -273,8 +273,8 @@ def test_official_flatten_checkpoint_evaluates_directly(toy_root, tmp_path, caps
     (with the yacs CfgNode the releases pickle) by tools/test.py."""
     model = "dict(model_name='flatten_deit_t', img_size=32)"
     config = write_config(tmp_path / 'toy_flatten.py', toy_root, model=model,
-                          extra=f"train_cfg = dict(max_epochs=1)\nparam_scheduler = [dict(type='ConstantLR', "
-                                f"factor=1.0, by_epoch=False, begin=0, end=1)]")
+                          extra="train_cfg = dict(max_epochs=1)\nparam_scheduler = [dict(type='ConstantLR', "
+                                "factor=1.0, by_epoch=False, begin=0, end=1)]")
     runner = train_tool.main([config, '--work-dir', str(tmp_path / 'work'), '--cfg-options', 'experiment_name=flatten'])
     assert runner.iter == ITERS_PER_EPOCH
     net = runner.model.model
