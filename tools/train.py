@@ -4,8 +4,9 @@
         [--resume [CKPT]] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
 
 ``--compile`` runs the training step under torch.compile (mmengine's ``compile`` setting; FLatten blocks keep the
-Triton op as one opaque node). On an H100 it took FLatten-Swin-T training at 224 from 1179 to 1863 img/s
-(BENCHMARKS.md); the first iterations are slow while it compiles.
+Triton op as one opaque node); the first iterations are slow while it compiles. Measured so far only outside this
+tool: on an H100, torch.compile took a FLatten-Swin-T training step at 224 (tools/benchmark_models.py) from 1179
+to 1863 img/s (BENCHMARKS.md); through tools/train.py it has run on CPU only (tests, aot_eager backend).
 
 The config's ``default_scope`` picks the library: 'mmdet', 'mmseg', or 'linattn_vision' (ImageNet classification,
 mmengine + timm only). Checkpoints of this project load under torch's ``weights_only`` default through an explicit
