@@ -128,6 +128,25 @@ def bench_one(fn, dtype, B, N, C, heads, reps):
     return statistics.median(fwd_times), statistics.median(fwdbwd_times), peak
 
 
+def host_time(fn, dtype, C, heads, reps=200):
+    """Wall time per call (us) of forward and of forward+backward at a tiny size (B=1, N=64), where the GPU work
+    is a few microseconds: the host's cost of one call (Python, dispatch, launches), which bounds a model's eager
+    speed when it is higher than the call's GPU time."""
+    import time
+    inputs, fwd_bwd = forward_backward(fn, dtype, 1, 64, C, heads)
+    results = []
+    for call in (lambda: fn(*inputs, heads), fwd_bwd):
+        for _ in range(10):
+            call()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(reps):
+            call()
+        torch.cuda.synchronize()
+        results.append((time.perf_counter() - start) / reps * 1e6)
+    return results
+
+
 PASS_KERNELS = {'fwd_state': '_fwd_state_kernel', 'fwd_out': '_fwd_out_kernel', 'bwd_q': '_bwd_q_kernel',
                 'bwd_kv': '_bwd_kv_kernel'}
 
@@ -209,6 +228,8 @@ def main():
     parser.add_argument('--reps', type=int, default=30)
     parser.add_argument('--profile', action='store_true',
                         help='print the torch profiler table of one Triton forward+backward per shape (all kernels)')
+    parser.add_argument('--host', action='store_true',
+                        help="also print each method's host time per call (wall time at B=1, N=64)")
     parser.add_argument('--sweep-configs', nargs='+', metavar='BLOCK_N,WARPS,SPLITS_PER_SM,STAGES',
                         help='launch configurations for --sweep (default: a 24-point grid)')
     parser.add_argument('--apply-best', action='store_true',
@@ -232,6 +253,14 @@ def main():
     if args.profile:
         for shape in args.shapes:
             profile_shape(shape, args.reps)
+    if args.host:
+        print('# host time per call (us; wall time at B=1, N=64, the GPU work is a few microseconds)')
+        for shape in args.shapes:
+            _, _, C, heads = SHAPES[shape]
+            for method in args.methods:
+                fn, dtype = METHODS[method]
+                fwd_us, fwdbwd_us = host_time(fn, dtype, C, heads)
+                print(f'host {shape:8} {method:24} fwd {fwd_us:7.1f} us   fwd+bwd {fwdbwd_us:7.1f} us', flush=True)
     header = (f'| {"shape":8} | {"method":24} | {"fwd ms":>7} | {"fwd+bwd ms":>10} | {"peak MiB":>8} | {"min MiB":>7} '
               f'| {"fwd TB/s":>8} | {"f+b TB/s":>8} | {"fwd/floor":>9} | {"f+b/floor":>9} |')
     rows = [header, '|' + '|'.join('-' * (len(c)) for c in header.split('|')[1:-1]) + '|']

@@ -56,6 +56,18 @@ for t in (qkv, contig):
     outs.append([o] + list(torch.autograd.grad(o.square().sum(), [t])))
 results['strided_inputs_ok'] = bool(qkv.unbind(2)[0].stride(1) == 144) and all(
     torch.equal(a, b) for a, b in zip(*outs))
+# scale beyond softplus's linear threshold (20) and far below zero (softplus ~ 1e-13): the kernels' softplus and
+# its slope match torch's, values and scale gradient
+from focused_linear_cases import rel_err
+from linattn_vision.ops.focused_linear import focused_linear_attention_reference
+scale_x = torch.linspace(-30.0, 30.0, 48)
+leaves = [t.clone().requires_grad_() for t in (q[:, :, :48], k[:, :, :48], v[:, :, :48], scale_x)]
+o = op.focused_linear_attention(*leaves, None, 3)
+g = torch.autograd.grad(o.square().sum(), leaves)
+ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+ro = focused_linear_attention_reference(*ref_leaves, None, 3)
+rg = torch.autograd.grad(ro.square().sum(), ref_leaves)
+results['extreme_scale_errors'] = [rel_err(o, ro)] + [rel_err(a, b) for a, b in zip(g, rg)]
 print('RESULTS' + json.dumps(results))
 '''
 
@@ -90,3 +102,9 @@ def test_kernels_read_row_strided_qkv_slices_in_place(interpreter_results):
     """q, k, v as unbind slices of one (B, N, 3, C) tensor give bitwise the results (and qkv gradient) of
     contiguous copies."""
     assert interpreter_results['strided_inputs_ok']
+
+
+def test_kernels_softplus_matches_torch_at_extreme_scales(interpreter_results):
+    """scale from -30 to 30 (both sides of softplus's threshold of 20): output, q/k/v and scale gradients."""
+    errors = interpreter_results['extreme_scale_errors']
+    assert len(errors) == 5 and max(errors) < 1e-5, errors

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .layout import state_shapes, tile_dims
+from .layout import state_size, tile_dims
 
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # Launch-parameter overrides for tuning sweeps, {'all' | pass name: {BLOCK_N, num_warps, num_stages,
@@ -32,14 +32,14 @@ CONFIG_OVERRIDE: dict = {}
 COMPILE_STATS = None
 
 # Launch configurations per pass and per-token tile width H_PAD * D_PAD: (BLOCK_N, num_warps, num_stages,
-# splits_per_sm), the best of a BLOCK_N {16, 32, 64} x warps {4, 8} x splits/SM {2, 8} x stages {2, 3} sweep
-# per kernel on an H100 in bf16 (`tools/benchmark_attention.py --sweep`; widths 64, 128, 256 = PVT-T stage 1,
-# Swin-T stages 1 and 2). Wider tiles take the narrowest blocks; the backward passes keep more tiles live and
-# want fewer tokens per program.
+# splits_per_sm), the best per kernel of `tools/benchmark_attention.py --sweep` (BLOCK_N {16, 32, 64} x warps
+# {4, 8} x splits/SM {2, 8} x stages {2, 3}) on an H100 in bf16; widths 64, 128, 256 = PVT-T stage 1 and Swin-T
+# stages 1 and 2. A batched dot puts one warp per head (see _dot), so 4 heads want 4 warps and 8 heads 8; the
+# backward passes keep more tiles live and want fewer tokens per program.
 _TUNED = {
-    64: {'fwd_state': (64, 4, 3, 8), 'fwd_out': (64, 4, 2, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
-    128: {'fwd_state': (64, 8, 3, 2), 'fwd_out': (32, 8, 3, 8), 'bwd_q': (16, 8, 3, 8), 'bwd_kv': (32, 8, 3, 2)},
-    256: {'fwd_state': (16, 4, 3, 8), 'fwd_out': (16, 4, 2, 8), 'bwd_q': (16, 8, 3, 2), 'bwd_kv': (16, 4, 2, 8)},
+    64: {'fwd_state': (64, 4, 3, 8), 'fwd_out': (32, 4, 3, 8), 'bwd_q': (32, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
+    128: {'fwd_state': (32, 4, 3, 8), 'fwd_out': (16, 4, 3, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
+    256: {'fwd_state': (16, 4, 3, 8), 'fwd_out': (16, 8, 3, 2), 'bwd_q': (16, 8, 3, 2), 'bwd_kv': (16, 8, 3, 2)},
     512: {'fwd_state': (16, 8, 2, 4), 'fwd_out': (16, 8, 2, 4), 'bwd_q': (16, 8, 2, 4), 'bwd_kv': (16, 8, 2, 4)},
 }
 
@@ -50,25 +50,39 @@ def _sm_count(device_index: int) -> int:
 
 
 def _launch_config(name: str, num_heads: int, head_dim: int, N: int, B: int, device, fp32: bool = False) -> dict:
+    """The pass's launch configuration for this shape (a shared dict: do not modify). Cached per shape, so a
+    training step pays for it once; CONFIG_OVERRIDE bypasses the cache."""
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == 'cuda' else 4
+    if CONFIG_OVERRIDE:
+        return _build_config(name, num_heads, head_dim, N, B, sms, fp32)
+    return _cached_config(name, num_heads, head_dim, N, B, sms, fp32)
+
+
+def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
     h_pad, d_pad = tile_dims(num_heads, head_dim)
     width = min(512, max(64, h_pad * d_pad))
     block_n, num_warps, num_stages, splits_per_sm = _TUNED[width][name]
     cfg = dict(BLOCK_N=block_n, num_warps=num_warps, splits_per_sm=splits_per_sm,
                # fp32 dot operands take twice the shared memory per pipeline stage
                num_stages=2 if fp32 else num_stages)
+    if 1 < h_pad < num_warps:
+        # a batched dot puts its warps on the head axis only: warps beyond the heads would repeat their products
+        cfg['num_warps'] = h_pad
     cfg.update(CONFIG_OVERRIDE.get('all', {}))
     cfg.update(CONFIG_OVERRIDE.get(name, {}))
     if INTERPRET:
         cfg['BLOCK_N'] = 16  # fewer wasted rows in the (slow) interpreter at the tiny test sizes
     n_blocks = triton.cdiv(N, cfg['BLOCK_N'])
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
-        if device.type == 'cuda' else 4
     # enough (batch, split) programs to fill the chip a few times over; each split covers whole blocks
     splits = max(1, min(n_blocks, triton.cdiv(cfg.pop('splits_per_sm') * sms, B)))
     blocks_per_split = triton.cdiv(n_blocks, splits)
     cfg.update(H_PAD=h_pad, D_PAD=d_pad, n_blocks=n_blocks, blocks_per_split=blocks_per_split,
                splits=triton.cdiv(n_blocks, blocks_per_split))
     return cfg
+
+
+_cached_config = functools.lru_cache(maxsize=1024)(_build_config)
 
 
 def _pow_int(p: float) -> int:
@@ -96,11 +110,22 @@ def _tile_offsets(row0, N, C, HEAD_DIM, H, BLOCK_N: tl.constexpr, H_PAD: tl.cons
 
 
 @triton.jit
-def _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """1 / softplus(scale) per channel as [H_PAD, 1, D_PAD] (padded lanes: 1; their inputs load as zero)."""
-    offs_h = tl.arange(0, H_PAD)[:, None, None]
-    offs_d = tl.arange(0, D_PAD)[None, None, :]
-    return 1.0 / tl.load(s_ptr + offs_h * HEAD_DIM + offs_d, mask=(offs_h < H) & (offs_d < HEAD_DIM), other=1.0)
+def _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """From the raw scale parameter: 1 / softplus(scale) per channel as [H_PAD, 1, D_PAD], and as [H_PAD, D_PAD]
+    the factor -softplus'(scale) / softplus(scale) that turns sum_n dL/da * a into dL/d scale (padded lanes: 1 and
+    0; their inputs load as zero). softplus as torch computes it: x above 20, else log1p(exp(x))."""
+    offs_h = tl.arange(0, H_PAD)[:, None]
+    offs_d = tl.arange(0, D_PAD)[None, :]
+    valid = (offs_h < H) & (offs_d < HEAD_DIM)
+    x = tl.load(scale_ptr + offs_h * HEAD_DIM + offs_d, mask=valid, other=0.0).to(tl.float32)
+    e = tl.exp(tl.minimum(x, 20.0))
+    u = 1.0 + e
+    # log1p(e) to full precision where 1 + e rounds (e below fp32 epsilon for very negative scales)
+    log1p_e = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
+    big = x > 20.0
+    inv_s = tl.where(valid, 1.0 / tl.where(big, x, log1p_e), 1.0)
+    slope = tl.where(big, 1.0, e / u)
+    return inv_s[:, None, :], tl.where(valid, -inv_s * slope, 0.0)
 
 
 @triton.jit
@@ -156,7 +181,7 @@ def _focus_backward(g_phi, x, inv_s, ah, amax, n1, n2, P: tl.constexpr, P_INT: t
 
 
 @triton.jit
-def _dot(a, b, acc, DOT_MODE: tl.constexpr):
+def _mma(a, b, acc, DOT_MODE: tl.constexpr):
     if DOT_MODE == 0:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
     elif DOT_MODE == 1:
@@ -166,38 +191,70 @@ def _dot(a, b, acc, DOT_MODE: tl.constexpr):
 
 
 @triton.jit
+def _dot(a, b, DOT_MODE: tl.constexpr):
+    """Per-head product of [H_PAD, M, K] and [H_PAD, K, N]. Triton lays a batched (3D) dot out with every warp on
+    the batch axis, so with one head all warps would compute the same product: one head runs as a 2D dot, which
+    the warps split between them."""
+    if a.shape[0] == 1:
+        r = _mma(tl.reshape(a, (a.shape[1], a.shape[2])), tl.reshape(b, (b.shape[1], b.shape[2])), None, DOT_MODE)
+        return tl.reshape(r, (1, a.shape[1], b.shape[2]))
+    else:
+        return _mma(a, b, None, DOT_MODE)
+
+
+@triton.jit
+def _dot_acc(a, b, acc, DOT_MODE: tl.constexpr):
+    """acc + _dot(a, b), accumulating inside the tensor-core instruction where the layout allows."""
+    if a.shape[0] == 1:
+        return acc + _dot(a, b, DOT_MODE)
+    else:
+        return _mma(a, b, acc, DOT_MODE)
+
+
+@triton.jit
+def _dot_operand(x, DOT_MODE: tl.constexpr):
+    """A loop-invariant dot operand (the state) in the dot's operand dtype, converted once before the loop."""
+    if DOT_MODE == 0:
+        return x.to(tl.bfloat16)
+    else:
+        return x
+
+
+@triton.jit
 def _transpose_last(x):
     return tl.permute(x, (0, 2, 1))
 
 
 @triton.jit
 def _state_offsets(H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """Offsets of the (H_PAD, D_PAD, D_PAD) matrix and, after it, the (H_PAD, D_PAD) vector in one state row."""
     offs_h = tl.arange(0, H_PAD)[:, None, None]
     offs_i = tl.arange(0, D_PAD)[None, :, None]
     offs_j = tl.arange(0, D_PAD)[None, None, :]
-    return (offs_h * D_PAD + offs_i) * D_PAD + offs_j, tl.arange(0, H_PAD)[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :]
+    offs_vec = H_PAD * D_PAD * D_PAD + tl.arange(0, H_PAD)[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :]
+    return (offs_h * D_PAD + offs_i) * D_PAD + offs_j, offs_vec
 
 
 @triton.jit
-def _load_state(mat_ptr, vec_ptr, b, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """Per-batch (H_PAD, D_PAD, D_PAD) matrix and (H_PAD, D_PAD) vector."""
+def _load_state(row_ptr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """A state row: per-head (H_PAD, D_PAD, D_PAD) matrix and (H_PAD, D_PAD) vector."""
     offs_mat, offs_vec = _state_offsets(H_PAD, D_PAD)
-    b = b.to(tl.int64)
-    return tl.load(mat_ptr + b * H_PAD * D_PAD * D_PAD + offs_mat), tl.load(vec_ptr + b * H_PAD * D_PAD + offs_vec)
+    return tl.load(row_ptr + offs_mat), tl.load(row_ptr + offs_vec)
 
 
 @triton.jit
-def _store_partials(mat_ptr, vec_ptr, part, mat, vec, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+def _store_state(row_ptr, mat, vec, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
     offs_mat, offs_vec = _state_offsets(H_PAD, D_PAD)
-    part = part.to(tl.int64)
-    tl.store(mat_ptr + part * H_PAD * D_PAD * D_PAD + offs_mat, mat)
-    tl.store(vec_ptr + part * H_PAD * D_PAD + offs_vec, vec)
+    tl.store(row_ptr + offs_mat, mat)
+    tl.store(row_ptr + offs_vec, vec)
 
 
 @triton.jit
-def _store_vector(vec_ptr, part, vec, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    offs_mat, offs_vec = _state_offsets(H_PAD, D_PAD)
-    tl.store(vec_ptr + part.to(tl.int64) * H_PAD * D_PAD + offs_vec, vec)
+def _channel_offsets(HEAD_DIM, H, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """[H_PAD, D_PAD] channel index h * HEAD_DIM + j of a per-channel vector, and its mask."""
+    offs_h = tl.arange(0, H_PAD)[:, None]
+    offs_d = tl.arange(0, D_PAD)[None, :]
+    return offs_h * HEAD_DIM + offs_d, (offs_h < H) & (offs_d < HEAD_DIM)
 
 
 # ----------------------------------------------------------------------------------------------------- kernels
@@ -210,16 +267,16 @@ _resolution_free_jit = triton.jit(do_not_specialize=['N', 'blocks_per_split', 'n
 
 @_resolution_free_jit
 def _fwd_state_kernel(
-        k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, s_ptr, kv_part_ptr, ksum_part_ptr,
-        N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
+        k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, scale_ptr, part_ptr,
+        N, C, HEAD_DIM, H, inv_n, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """Per (batch, split): partial sum_n phi(k)_n^T v_n and sum_n phi(k)_n over the split's token blocks."""
+    """Per (batch, split): the split's share of the state, sum_n phi(k)_n^T v_n / N and sum_n phi(k)_n / N."""
     b = tl.program_id(0)
     split = tl.program_id(1)
     k_ptr += b.to(tl.int64) * k_sb
     v_ptr += b.to(tl.int64) * v_sb
-    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
+    inv_s, _ = _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD, D_PAD)
     kv = tl.zeros((H_PAD, D_PAD, D_PAD), dtype=tl.float32)
     ksum = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
@@ -229,14 +286,15 @@ def _fwd_state_kernel(
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + rows * v_sn + chan, mask=valid, other=0.0)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
-        kv = _dot(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
+        kv = _dot_acc(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
         ksum += tl.sum(phi, axis=1)
-    _store_partials(kv_part_ptr, ksum_part_ptr, b * tl.num_programs(1) + split, kv, ksum, H_PAD, D_PAD)
+    row = (b * tl.num_programs(1) + split).to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1))
+    _store_state(part_ptr + row, kv * inv_n, ksum * inv_n, H_PAD, D_PAD)
 
 
 @_resolution_free_jit
 def _fwd_out_kernel(
-        q_ptr, q_sb, q_sn, s_ptr, kv_ptr, kmean_ptr, out_ptr,
+        q_ptr, q_sb, q_sn, scale_ptr, state_ptr, out_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
@@ -245,32 +303,34 @@ def _fwd_out_kernel(
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
     q_ptr += b.to(tl.int64) * q_sb
-    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
-    kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
+    inv_s, _ = _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD, D_PAD)
+    kv, kmean = _load_state(state_ptr + b.to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1)), H_PAD, D_PAD)
+    kv = _dot_operand(kv, DOT_MODE)
     kmean = kmean[:, None, :]
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
         rows, chan, offs, valid = _tile_offsets(blk * BLOCK_N, N, C, HEAD_DIM, H, BLOCK_N, H_PAD, D_PAD)
         q = tl.load(q_ptr + rows * q_sn + chan, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(q, inv_s, valid, P, P_INT)
         inv_den = 1.0 / (tl.sum(phi * kmean, axis=2, keep_dims=True) + 1e-6)
-        out = _dot(phi, kv, None, DOT_MODE) * inv_den
+        out = _dot(phi, kv, DOT_MODE) * inv_den
         tl.store(out_ptr + base + offs, out.to(out_ptr.dtype.element_ty), mask=valid)
 
 
 @_resolution_free_jit
 def _bwd_q_kernel(
-        q_ptr, q_sb, q_sn, dout_ptr, s_ptr, kv_ptr, kmean_ptr, dq_ptr, dkv_part_ptr, dkmean_part_ptr, ds_part_ptr,
-        N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
+        q_ptr, q_sb, q_sn, dout_ptr, scale_ptr, state_ptr, dq_ptr, part_ptr,
+        N, C, HEAD_DIM, H, inv_n, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """Query side: dq, and partial d(kv) = sum phi(q)^T g, d(kmean) = sum dden phi(q), sum dL/da * a."""
+    """Query side: dq, and the split's share of d(kv) / N = sum phi(q)^T g / N, d(kmean) / N = sum dden phi(q) / N
+    and of the query side's dL/d scale (one partial row: state layout, then C channels)."""
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
     q_ptr += b.to(tl.int64) * q_sb
-    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
-    kv, kmean = _load_state(kv_ptr, kmean_ptr, b, H_PAD, D_PAD)
-    kv_t = _transpose_last(kv)
+    inv_s, dscale_factor = _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD, D_PAD)
+    kv, kmean = _load_state(state_ptr + b.to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1)), H_PAD, D_PAD)
+    kv_t = _dot_operand(_transpose_last(kv), DOT_MODE)
     kmean = kmean[:, None, :]
     dkv = tl.zeros((H_PAD, D_PAD, D_PAD), dtype=tl.float32)
     dkmean = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
@@ -282,34 +342,39 @@ def _bwd_q_kernel(
         phi, ah, amax, n1, n2 = _focus(q, inv_s, valid, P, P_INT)
         inv_den = 1.0 / (tl.sum(phi * kmean, axis=2, keep_dims=True) + 1e-6)
         g = dout * inv_den
-        # d(den) = -sum_j g_j out_j, out = phi kv / den
-        dden = -tl.sum(g * _dot(phi, kv, None, DOT_MODE), axis=2, keep_dims=True) * inv_den
-        g_phi = _dot(g, kv_t, None, DOT_MODE) + dden * kmean
-        dkv = _dot(_transpose_last(phi), g, dkv, DOT_MODE)
+        g_kv = _dot(g, kv_t, DOT_MODE)
+        # d(den) = -sum_j g_j out_j with out = phi kv / den; sum_j g_j (phi kv)_j = phi . (g kv^T): no second dot
+        dden = -tl.sum(phi * g_kv, axis=2, keep_dims=True) * inv_den
+        g_phi = g_kv + dden * kmean
+        dkv = _dot_acc(_transpose_last(phi), g, dkv, DOT_MODE)
         dkmean += tl.sum(dden * phi, axis=1)
         dq, ga_a = _focus_backward(g_phi, q, inv_s, ah, amax, n1, n2, P, P_INT)
         tl.store(dq_ptr + base + offs, dq.to(dq_ptr.dtype.element_ty), mask=valid)
         ds += tl.sum(ga_a, axis=1)
-    part = b * tl.num_programs(1) + split
-    _store_partials(dkv_part_ptr, dkmean_part_ptr, part, dkv, dkmean, H_PAD, D_PAD)
-    _store_vector(ds_part_ptr, part, ds, H_PAD, D_PAD)
+    row = part_ptr + (b * tl.num_programs(1) + split).to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1) + C)
+    _store_state(row, dkv * inv_n, dkmean * inv_n, H_PAD, D_PAD)
+    chan_vec, chan_ok = _channel_offsets(HEAD_DIM, H, H_PAD, D_PAD)
+    tl.store(row + H_PAD * D_PAD * (D_PAD + 1) + chan_vec, ds * dscale_factor, mask=chan_ok)
 
 
 @_resolution_free_jit
 def _bwd_kv_kernel(
-        k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, s_ptr, dkv_ptr, dkmean_ptr, dk_ptr, dv_ptr, ds_part_ptr,
+        k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, scale_ptr, qgrad_ptr, dk_ptr, dv_ptr, part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """Key/value side, given d(kv) and d(kmean) already divided by N: dk, dv and partial sum dL/da * a."""
+    """Key/value side, given the query side's row per batch (d(kv) / N, d(kmean) / N, its dL/d scale): dk, dv and
+    the split's share of dL/d scale over C channels (the query side's added once per batch, by split 0)."""
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
     k_ptr += b.to(tl.int64) * k_sb
     v_ptr += b.to(tl.int64) * v_sb
-    inv_s = _inverse_scale(s_ptr, C, HEAD_DIM, H, H_PAD, D_PAD)
-    dkv, dkmean = _load_state(dkv_ptr, dkmean_ptr, b, H_PAD, D_PAD)
-    dkv_t = _transpose_last(dkv)
+    inv_s, dscale_factor = _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD, D_PAD)
+    qgrad_ptr += b.to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1) + C)
+    dkv, dkmean = _load_state(qgrad_ptr, H_PAD, D_PAD)
+    dkv_t = _dot_operand(_transpose_last(dkv), DOT_MODE)
+    dkv = _dot_operand(dkv, DOT_MODE)
     dkmean = dkmean[:, None, :]
     ds = tl.zeros((H_PAD, D_PAD), dtype=tl.float32)
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
@@ -319,42 +384,36 @@ def _bwd_kv_kernel(
             k += tl.load(pos_ptr + offs, mask=valid, other=0.0).to(tl.float32)
         v = tl.load(v_ptr + rows * v_sn + chan, mask=valid, other=0.0).to(tl.float32)
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
-        dv = _dot(phi, dkv, None, DOT_MODE)
+        dv = _dot(phi, dkv, DOT_MODE)
         tl.store(dv_ptr + base + offs, dv.to(dv_ptr.dtype.element_ty), mask=valid)
-        g_phi = _dot(v, dkv_t, None, DOT_MODE) + dkmean
+        g_phi = _dot(v, dkv_t, DOT_MODE) + dkmean
         dk, ga_a = _focus_backward(g_phi, k, inv_s, ah, amax, n1, n2, P, P_INT)
         tl.store(dk_ptr + base + offs, dk.to(dk_ptr.dtype.element_ty), mask=valid)
         ds += tl.sum(ga_a, axis=1)
-    _store_vector(ds_part_ptr, b * tl.num_programs(1) + split, ds, H_PAD, D_PAD)
+    chan_vec, chan_ok = _channel_offsets(HEAD_DIM, H, H_PAD, D_PAD)
+    ds = ds * dscale_factor
+    if split == 0:
+        ds += tl.load(qgrad_ptr + H_PAD * D_PAD * (D_PAD + 1) + chan_vec, mask=chan_ok, other=0.0)
+    tl.store(part_ptr + (b * tl.num_programs(1) + split).to(tl.int64) * C + chan_vec, ds, mask=chan_ok)
 
 
 # ---------------------------------------------------------------------------------------------------- launchers
 
-def _launch(name, kernel, q, num_heads, *args, **constexprs):
-    """Launch `kernel` on a (batch, split) grid with the pass's configuration; returns its arguments, with the
-    partial buffers (given as factories of the configuration) allocated."""
-    B, N, C = q.shape
+def _launch(name, kernel, x, num_heads, args, partial_size=0, runtime=(), **constexprs):
+    """Launch `kernel` on a (batch, split) grid with the pass's configuration. With partial_size, the kernel
+    takes (after args) a fresh fp32 (B, splits, partial_size) buffer of per-split partials, which is returned;
+    `runtime` are the kernel's scalars between the head layout and the loop bounds."""
+    B, N, C = x.shape
     head_dim = C // num_heads
-    cfg = _launch_config(name, num_heads, head_dim, N, B, q.device, q.dtype == torch.float32)
-    grid = (B, cfg['splits'])
-    # the partial buffers depend on the number of splits: allocate them from the configuration
-    args = [a(cfg) if callable(a) else a for a in args]
-    compiled = kernel[grid](*args, N, C, head_dim, num_heads, cfg['blocks_per_split'], cfg['n_blocks'],
-                            BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
-                            num_warps=cfg['num_warps'], num_stages=cfg['num_stages'], **constexprs)
+    cfg = _launch_config(name, num_heads, head_dim, N, B, x.device, x.dtype == torch.float32)
+    part = x.new_empty(B, cfg['splits'], partial_size, dtype=torch.float32) if partial_size else None
+    compiled = kernel[(B, cfg['splits'])](
+        *args, *(() if part is None else (part,)), N, C, head_dim, num_heads, *runtime,
+        cfg['blocks_per_split'], cfg['n_blocks'], BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
+        num_warps=cfg['num_warps'], num_stages=cfg['num_stages'], **constexprs)
     if COMPILE_STATS is not None and not INTERPRET:
         COMPILE_STATS[name] = (compiled.n_regs, compiled.n_spills)
-    return args
-
-
-def _per_channel(x: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:
-    """Per-channel partials in the kernel layout (..., H_PAD, D_PAD) -> (..., C)."""
-    return x[..., :num_heads, :head_dim].reshape(*x.shape[:-2], num_heads * head_dim)
-
-
-def _partials(q, *shape):
-    """A factory of fp32 (B, splits, *shape) buffers, called with the launch configuration."""
-    return lambda cfg: q.new_empty(q.shape[0], cfg['splits'], *shape, dtype=torch.float32)
+    return part
 
 
 def _meta(q, focusing_factor: float) -> dict:
@@ -362,39 +421,30 @@ def _meta(q, focusing_factor: float) -> dict:
     return dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
 
 
-def forward(q, k, v, s, pos, num_heads: int, focusing_factor: float):
-    """Returns out (B, N, C) in v's dtype and the fp32 state kv, kmean (already divided by N) in the layout of
-    layout.state_shapes. q, k, v (B, N, C) with unit channel stride (any batch and token strides, e.g. slices
-    of one qkv tensor); s = softplus(scale) fp32 (C,); pos contiguous (N, C) or None. out is contiguous."""
-    N, C = q.shape[1], q.shape[2]
-    kv_shape, kmean_shape = state_shapes(num_heads, C // num_heads)
+def forward(q, k, v, scale, pos, num_heads: int, focusing_factor: float):
+    """Returns out (B, N, C) in v's dtype (contiguous) and the fp32 state (B, state_size): kv / N, then kmean, in
+    the padded layout of layout.state_size. q, k, v (B, N, C) with unit channel stride (any batch and token strides,
+    e.g. slices of one qkv tensor); scale: the raw fp32 (C,) parameter; pos contiguous (N, C) or None."""
+    N = q.shape[1]
     meta = _meta(q, focusing_factor)
-    args = _launch(
-        'fwd_state', _fwd_state_kernel, q, num_heads, k, *k.stride()[:2], v, *v.stride()[:2],
-        pos if pos is not None else k, s,
-        _partials(q, *kv_shape), _partials(q, *kmean_shape), HAS_POS=pos is not None, **meta)
-    kv_part, ksum_part = args[-2:]
-    kv, kmean = kv_part.sum(1).div_(N), ksum_part.sum(1).div_(N)
+    part = _launch('fwd_state', _fwd_state_kernel, q, num_heads,
+                   (k, *k.stride()[:2], v, *v.stride()[:2], pos if pos is not None else k, scale),
+                   state_size(num_heads, q.shape[2] // num_heads), runtime=(1.0 / N,), HAS_POS=pos is not None,
+                   **meta)
+    state = part.sum(1)
     out = torch.empty(q.shape, dtype=v.dtype, device=v.device)
-    _launch('fwd_out', _fwd_out_kernel, q, num_heads, q, *q.stride()[:2], s, kv, kmean, out, **meta)
-    return out, kv, kmean
+    _launch('fwd_out', _fwd_out_kernel, q, num_heads, (q, *q.stride()[:2], scale, state, out), **meta)
+    return out, state
 
 
-def backward(dout, q, k, v, s, pos, kv, kmean, num_heads: int, focusing_factor: float):
-    """Returns dq, dk, dv (dtypes of q, k, v) and ds = dL/d softplus(scale) as fp32 (C,)."""
+def backward(dout, q, k, v, scale, pos, state, num_heads: int, focusing_factor: float):
+    """Returns dq, dk, dv (dtypes of q, k, v) and dL/d scale (the raw parameter) as fp32 (C,)."""
     N, C = q.shape[1], q.shape[2]
-    head_dim = C // num_heads
-    kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
     meta = _meta(q, focusing_factor)
     dq, dk, dv = (torch.empty(q.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
-    args = _launch('bwd_q', _bwd_q_kernel, q, num_heads, q, *q.stride()[:2], dout, s, kv, kmean, dq,
-                   _partials(q, *kv_shape), _partials(q, *kmean_shape), _partials(q, *kmean_shape), **meta)
-    dkv_part, dkmean_part, ds_q_part = args[-3:]
-    # kv = sum_n phi(k)^T v / N and kmean = sum_n phi(k) / N: fold the 1/N in once here
-    dkv, dkmean = dkv_part.sum(1).div_(N), dkmean_part.sum(1).div_(N)
-    args = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads, k, *k.stride()[:2], v, *v.stride()[:2],
-                   pos if pos is not None else k, s, dkv, dkmean, dk, dv, _partials(q, *kmean_shape),
-                   HAS_POS=pos is not None, **meta)
-    ds_k_part = args[-1]
-    ga_a = _per_channel(ds_q_part.sum((0, 1)) + ds_k_part.sum((0, 1)), num_heads, head_dim)
-    return dq, dk, dv, -ga_a / s
+    part = _launch('bwd_q', _bwd_q_kernel, q, num_heads, (q, *q.stride()[:2], dout, scale, state, dq),
+                   state_size(num_heads, C // num_heads) + C, runtime=(1.0 / N,), **meta)
+    part = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads,
+                   (k, *k.stride()[:2], v, *v.stride()[:2], pos if pos is not None else k, scale, part.sum(1),
+                    dk, dv), C, HAS_POS=pos is not None, **meta)
+    return dq, dk, dv, part.sum((0, 1))

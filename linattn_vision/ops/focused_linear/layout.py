@@ -4,6 +4,7 @@ Every kernel program holds a [H_PAD, BLOCK_N, D_PAD] tile (all heads of BLOCK_N 
 normalises over the full C channels of a token) and a per-head (H_PAD, D_PAD, D_PAD) state, so each per-head
 product is one batched 3D dot and no tensor-core work is spent on other heads' blocks.
 """
+import functools
 
 # Largest per-head state (H_PAD * D_PAD * D_PAD fp32 values) the kernels take with half inputs: at 16K (16 heads
 # of 32) the backward asked for 320 KB of shared memory on an H100 (limit 227 KB); fp32 inputs (fp32 dot operands,
@@ -21,6 +22,7 @@ def tile_dims(num_heads: int, head_dim: int) -> tuple[int, int]:
     return next_pow2(num_heads), max(16, next_pow2(head_dim))
 
 
+@functools.lru_cache(maxsize=None)
 def kernels_support(num_heads: int, head_dim: int, fp32: bool = False) -> bool:
     """Whether the Triton kernels take this head layout and precision (otherwise the op uses the exact path)."""
     if num_heads > 32 or head_dim > 128:
@@ -29,7 +31,8 @@ def kernels_support(num_heads: int, head_dim: int, fp32: bool = False) -> bool:
     return h_pad * d_pad * d_pad <= (MAX_STATE_ELEMS_FP32 if fp32 else MAX_STATE_ELEMS)
 
 
-def state_shapes(num_heads: int, head_dim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Per-batch shapes of the saved fp32 state (kv / N, kmean) in the kernels' layout."""
+def state_size(num_heads: int, head_dim: int) -> int:
+    """fp32 values per batch of the saved state: the padded per-head (H_PAD, D_PAD, D_PAD) matrix kv / N, then the
+    (H_PAD, D_PAD) vector kmean."""
     h_pad, d_pad = tile_dims(num_heads, head_dim)
-    return (h_pad, d_pad, d_pad), (h_pad, d_pad)
+    return h_pad * d_pad * (d_pad + 1)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .layout import kernels_support, state_shapes
+from .layout import kernels_support, state_size, tile_dims
 from .reference import EPS_DENOM, EPS_RELU, focus_with_divisor, focused_linear_attention_reference
 
 _FORCE_REFERENCE = os.environ.get('LINATTN_FORCE_REFERENCE', '0') == '1'
@@ -120,80 +120,89 @@ def _exact_backward(dout, q, k, v, s, pos, num_heads: int, focusing_factor: floa
     return dq.to(q.dtype), dk.to(k.dtype), merge(dv).to(v.dtype), ds.float()
 
 
-def _pad_state(kv, kmean, num_heads, head_dim):
-    """(B, H, d, d), (B, H, d) -> the kernels' zero-padded state layout (see layout.state_shapes)."""
-    kv_shape, kmean_shape = state_shapes(num_heads, head_dim)
+def _pack_state(kv, kmean, num_heads, head_dim):
+    """(B, H, d, d), (B, H, d) -> the kernels' zero-padded fp32 state (B, layout.state_size): kv, then kmean."""
+    h_pad, d_pad = tile_dims(num_heads, head_dim)
     B = kv.shape[0]
-    kv_p = kv.new_zeros(B, *kv_shape, dtype=torch.float32)
-    kmean_p = kv.new_zeros(B, *kmean_shape, dtype=torch.float32)
-    kv_p[:, :num_heads, :head_dim, :head_dim] = kv
-    kmean_p[:, :num_heads, :head_dim] = kmean
-    return kv_p, kmean_p
+    mat = kv.new_zeros(B, h_pad, d_pad, d_pad, dtype=torch.float32)
+    vec = kv.new_zeros(B, h_pad, d_pad, dtype=torch.float32)
+    mat[:, :num_heads, :head_dim, :head_dim] = kv
+    vec[:, :num_heads, :head_dim] = kmean
+    return torch.cat([mat.flatten(1), vec.flatten(1)], 1)
 
 
 # ---------------------------------------------------------------------------------------- registered ops
+# The ops take the raw scale parameter (softplus runs inside) and pos as stored ((N, C) or (1, N, C), contiguous),
+# so an eager call records no extra autograd nodes for them.
 
 @torch.library.custom_op('linattn::focused_linear_attention_fwd', mutates_args=())
-def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor, pos: Optional[torch.Tensor],
-            num_heads: int, focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(q, k, v (B, N, C) with unit channel stride; s = softplus(scale) fp32 (C,); pos (N, C) or None) ->
-    (out contiguous in v's dtype, kv / N and kmean as fp32 padded state, saved for the backward)."""
-    return _forward_impl(q, k, v, s, pos, num_heads, focusing_factor)
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor, pos: Optional[torch.Tensor],
+            num_heads: int, focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, k, v (B, N, C) with unit channel stride; scale: raw fp32 parameter of C elements, contiguous; pos:
+    N * C contiguous values or None) -> (out contiguous in v's dtype, fp32 state kv / N and kmean (B,
+    layout.state_size), saved for the backward)."""
+    return _forward_impl(q, k, v, scale, pos, num_heads, focusing_factor)
 
 
-def _forward_impl(q, k, v, s, pos, num_heads, focusing_factor):
+def _forward_impl(q, k, v, scale, pos, num_heads, focusing_factor):
     if _runs_triton(q):
-        return _load_kernels().forward(q, k, v, s, pos, num_heads, focusing_factor)
+        return _load_kernels().forward(q, k, v, scale, pos, num_heads, focusing_factor)
+    B, N, C = q.shape
     with torch.autocast(q.device.type, enabled=False):
-        out, kv, kmean = _exact_core(q, k, v, s, pos, num_heads, focusing_factor)
-    return (out.to(v.dtype), *_pad_state(kv.float(), kmean.float(), num_heads, q.shape[-1] // num_heads))
+        out, kv, kmean = _exact_core(q, k, v, F.softplus(scale.reshape(C).float()),
+                                     None if pos is None else pos.reshape(N, C), num_heads, focusing_factor)
+    return out.to(v.dtype), _pack_state(kv.float(), kmean.float(), num_heads, C // num_heads)
 
 
 @_fwd_op.register_fake
-def _fwd_fake(q, k, v, s, pos, num_heads, focusing_factor):
+def _fwd_fake(q, k, v, scale, pos, num_heads, focusing_factor):
     B, _, C = q.shape
-    kv_shape, kmean_shape = state_shapes(num_heads, C // num_heads)
-    return (q.new_empty(q.shape, dtype=v.dtype), q.new_empty(B, *kv_shape, dtype=torch.float32),
-            q.new_empty(B, *kmean_shape, dtype=torch.float32))
+    return (q.new_empty(q.shape, dtype=v.dtype),
+            q.new_empty(B, state_size(num_heads, C // num_heads), dtype=torch.float32))
 
 
 @torch.library.custom_op('linattn::focused_linear_attention_bwd', mutates_args=())
-def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: torch.Tensor,
-            pos: Optional[torch.Tensor], kv: torch.Tensor, kmean: torch.Tensor, num_heads: int,
+def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor,
+            pos: Optional[torch.Tensor], state: torch.Tensor, num_heads: int,
             focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (dq, dk, dv in the dtypes of q, k, v; ds = dL/ds fp32 (C,)). dk is also dL/d(k + pos)."""
-    return _backward_impl(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor)
+    """-> (dq, dk, dv in the dtypes of q, k, v; dL/d scale fp32 in scale's shape). dk is also dL/d(k + pos)."""
+    return _backward_impl(dout, q, k, v, scale, pos, state, num_heads, focusing_factor)
 
 
-def _backward_impl(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor):
+def _backward_impl(dout, q, k, v, scale, pos, state, num_heads, focusing_factor):
     if _runs_triton(q):
-        return _load_kernels().backward(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor)
+        dq, dk, dv, dscale = _load_kernels().backward(dout, q, k, v, scale, pos, state, num_heads, focusing_factor)
+        return dq, dk, dv, dscale.view(scale.shape)
+    B, N, C = q.shape
+    raw = scale.reshape(C).float()
     with torch.autocast(q.device.type, enabled=False):
-        grads = _exact_backward(dout, q, k, v, s, pos, num_heads, focusing_factor)
-    return tuple(g.contiguous() for g in grads)  # as the fake kernel says, whatever the inputs' strides
+        dq, dk, dv, ds = _exact_backward(dout, q, k, v, F.softplus(raw), None if pos is None else pos.reshape(N, C),
+                                         num_heads, focusing_factor)
+        dscale = torch.ops.aten.softplus_backward(ds, raw, 1, 20)
+    # contiguous, as the fake kernel says, whatever the inputs' strides
+    return dq.contiguous(), dk.contiguous(), dv.contiguous(), dscale.reshape(scale.shape)
 
 
 @_bwd_op.register_fake
-def _bwd_fake(dout, q, k, v, s, pos, kv, kmean, num_heads, focusing_factor):
+def _bwd_fake(dout, q, k, v, scale, pos, state, num_heads, focusing_factor):
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
-            s.new_empty(s.shape, dtype=torch.float32))
+            scale.new_empty(scale.shape, dtype=torch.float32))
 
 
 def _fwd_setup_context(ctx, inputs, output):
-    q, k, v, s, pos, num_heads, focusing_factor = inputs
-    _, kv, kmean = output
-    ctx.save_for_backward(q, k, v, s, pos, kv, kmean)
+    q, k, v, scale, pos, num_heads, focusing_factor = inputs
+    ctx.save_for_backward(q, k, v, scale, pos, output[1])
     ctx.num_heads, ctx.focusing_factor = num_heads, focusing_factor
-    ctx.s_dtype = s.dtype
 
 
-def _fwd_backward(ctx, dout, _dkv, _dkmean, backward=torch.ops.linattn.focused_linear_attention_bwd):
-    q, k, v, s, pos, kv, kmean = ctx.saved_tensors
-    dq, dk, dv, ds = backward(dout.contiguous(), q, k, v, s, pos, kv, kmean, ctx.num_heads, ctx.focusing_factor)
+def _fwd_backward(ctx, dout, _dstate=None, backward=torch.ops.linattn.focused_linear_attention_bwd):
+    q, k, v, scale, pos, state = ctx.saved_tensors
+    dq, dk, dv, dscale = backward(dout.contiguous(), q, k, v, scale, pos, state, ctx.num_heads,
+                                  ctx.focusing_factor)
     dpos = None
     if pos is not None and ctx.needs_input_grad[4]:
-        dpos = dk.sum(0, dtype=torch.float32).to(pos.dtype)
-    return dq, dk, dv, ds.to(ctx.s_dtype), dpos, None, None
+        dpos = dk.sum(0, dtype=torch.float32).to(pos.dtype).view(pos.shape)
+    return dq, dk, dv, dscale.to(scale.dtype), dpos, None, None
 
 
 _fwd_op.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
@@ -205,15 +214,15 @@ class _EagerFocusedLinear(torch.autograd.Function):
     model with a dozen such blocks. torch.compile still sees the registered op."""
 
     @staticmethod
-    def forward(ctx, q, k, v, s, pos, num_heads, focusing_factor):
-        out, kv, kmean = _forward_impl(q, k, v, s, pos, num_heads, focusing_factor)
-        _fwd_setup_context(ctx, (q, k, v, s, pos, num_heads, focusing_factor), (out, kv, kmean))
+    def forward(ctx, q, k, v, scale, pos, num_heads, focusing_factor):
+        out, state = _forward_impl(q, k, v, scale, pos, num_heads, focusing_factor)
+        _fwd_setup_context(ctx, (q, k, v, scale, pos, num_heads, focusing_factor), (out, state))
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
-        return _fwd_backward(ctx, dout, None, None, backward=_backward_impl)
+        return _fwd_backward(ctx, dout, backward=_backward_impl)
 
 
 # -------------------------------------------------------------------------------------------- public entry
@@ -246,12 +255,14 @@ def focused_linear_attention(q, k, v, scale, pos=None, num_heads: int = 1, focus
                                        torch.float32 in (q.dtype, k.dtype, v.dtype)))
     if not use_kernels:
         return focused_linear_attention_reference(q, k, v, scale, pos, num_heads, focusing_factor)
-    s = F.softplus(scale.reshape(C).float())
-    if pos is not None:
-        pos = pos.reshape(N, C).contiguous()
     # the kernels take any batch / token strides (q, k, v are usually slices of one qkv tensor): no copies
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    args = (q, k, v, s.contiguous(), pos, num_heads, float(focusing_factor))
+    # a model's fp32 parameters pass as they are (no reshape or cast nodes); anything else becomes fp32
+    if scale.dtype != torch.float32 or not scale.is_contiguous():
+        scale = scale.float().contiguous()
+    if pos is not None and not pos.is_contiguous():
+        pos = pos.contiguous()
+    args = (q, k, v, scale, pos, num_heads, float(focusing_factor))
     if torch.compiler.is_compiling():
         return torch.ops.linattn.focused_linear_attention_fwd(*args)[0]
     return _EagerFocusedLinear.apply(*args)
