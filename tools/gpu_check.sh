@@ -20,7 +20,7 @@ status=0
 for part in "${parts[@]}"; do
     case $part in
         tests) python -m pytest -q tests/ops/test_focused_linear.py -m gpu -p no:cacheprovider ;;
-        op) python tools/benchmark_attention.py --reps 20 ;;
+        op) python tools/benchmark_attention.py --reps 20 --host ;;
         models) python tools/benchmark_models.py --graph --nan-steps 200 ;;
         compile) python tools/benchmark_models.py --models flatten_swin_t swin_tiny_patch4_window7_224 \
                      --compile flatten_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
