@@ -178,3 +178,13 @@ def check_min_input_size(model: nn.Module, hw: tuple[int, int], min_hw: tuple[in
     if hw[0] < min_hw[0] or hw[1] < min_hw[1]:
         raise ValueError(f'{model_name(model)} takes inputs of at least {min_hw[0]}x{min_hw[1]} pixels; '
                          f'got {hw[0]}x{hw[1]}')
+
+
+def per_stage(value, num_stages: int, name: str) -> tuple:
+    """One value for every stage: a sequence of ``num_stages`` entries (entries may be None), or a single value
+    (None included) repeated."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ValueError(f'{name} has {len(value)} entries, expected one for each of the {num_stages} stages')
+        return tuple(value)
+    return (value,) * num_stages

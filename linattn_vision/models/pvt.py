@@ -31,7 +31,7 @@ from timm.models._features import feature_take_indices
 from ..layers import AgentAttention, FocusedLinearAttention, GridCache, resize_axis, resize_tokens_grid, to_hw
 from ._builder import (
     TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, drop_stages_after,
-    make_cfg, model_name, official_state_dict, stage_intermediates,
+    make_cfg, model_name, official_state_dict, per_stage, stage_intermediates,
 )
 
 __all__ = ['PyramidVisionTransformer', 'PatchEmbed', 'Block', 'checkpoint_filter_fn']
@@ -94,15 +94,6 @@ class Block(nn.Module):
         x = x + self.drop_path1(self.attn(self.norm1(x), feat_size))
         x = x + self.drop_path2(self.mlp(self.norm2(x), feat_size))
         return x
-
-
-def per_stage(value, num_stages: int, name: str) -> tuple:
-    """One value for every stage: a sequence of ``num_stages`` entries, or a single value repeated."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != num_stages:
-            raise ValueError(f'{name} has {len(value)} entries, expected one for each of the {num_stages} stages')
-        return tuple(value)
-    return (value,) * num_stages
 
 
 def stage_args(depths, embed_dims, num_heads, mlp_ratios, attn_layer, stage_attn_kwargs):

@@ -48,7 +48,7 @@ from ..layers import (
 )
 from ._builder import (
     TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg,
-    official_state_dict,
+    official_state_dict, per_stage,
 )
 
 __all__ = ['SwinTransformer', 'checkpoint_filter_fn']
@@ -338,16 +338,6 @@ def _stage_attn_types(attn, depths: Sequence[int]) -> List[Tuple[str, ...]]:
     return out
 
 
-def _per_stage(value, num_stages: int, name: str) -> tuple:
-    """None or a single value for every stage, or a sequence with one entry per stage (entries may be None)."""
-    if value is None or isinstance(value, int):
-        return (value,) * num_stages
-    value = tuple(value)
-    if len(value) != num_stages:
-        raise ValueError(f'{name} has {len(value)} entries, expected one per stage ({num_stages})')
-    return value
-
-
 class SwinTransformer(TimmApiMixin, nn.Module):
     """Swin Transformer skeleton with a per-block choice of attention.
 
@@ -402,8 +392,8 @@ class SwinTransformer(TimmApiMixin, nn.Module):
         self.img_size = to_hw(img_size)
         block_attn = _stage_attn_types(attn_types, depths)
         agent_num = tuple(agent_num) if isinstance(agent_num, (list, tuple)) else (agent_num,) * num_stages
-        agent_shapes = _per_stage(downstream_agent_shapes, num_stages, 'downstream_agent_shapes')
-        agent_windows = _per_stage(agent_window, num_stages, 'agent_window')
+        agent_shapes = per_stage(downstream_agent_shapes, num_stages, 'downstream_agent_shapes')
+        agent_windows = per_stage(agent_window, num_stages, 'agent_window')
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
 
