@@ -13,6 +13,7 @@ import argparse
 import datetime
 import gc
 import statistics
+import time
 
 import torch
 
@@ -132,7 +133,6 @@ def host_time(fn, dtype, C, heads, reps=200):
     """Wall time per call (us) of forward and of forward+backward at a tiny size (B=1, N=64), where the GPU work
     is a few microseconds: the host's cost of one call (Python, dispatch, launches), which bounds a model's eager
     speed when it is higher than the call's GPU time."""
-    import time
     inputs, fwd_bwd = forward_backward(fn, dtype, 1, 64, C, heads)
     results = []
     for call in (lambda: fn(*inputs, heads), fwd_bwd):

@@ -77,8 +77,8 @@ def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
     # enough (batch, split) programs to fill the chip a few times over; each split covers whole blocks
     splits = max(1, min(n_blocks, triton.cdiv(cfg.pop('splits_per_sm') * sms, B)))
     blocks_per_split = triton.cdiv(n_blocks, splits)
-    cfg.update(H_PAD=h_pad, D_PAD=d_pad, n_blocks=n_blocks, blocks_per_split=blocks_per_split,
-               splits=triton.cdiv(n_blocks, blocks_per_split))
+    cfg.update(H_PAD=h_pad, D_PAD=d_pad, STATE=state_size(num_heads, head_dim), n_blocks=n_blocks,
+               blocks_per_split=blocks_per_split, splits=triton.cdiv(n_blocks, blocks_per_split))
     return cfg
 
 
@@ -227,7 +227,8 @@ def _transpose_last(x):
 
 @triton.jit
 def _state_offsets(H_PAD: tl.constexpr, D_PAD: tl.constexpr):
-    """Offsets of the (H_PAD, D_PAD, D_PAD) matrix and, after it, the (H_PAD, D_PAD) vector in one state row."""
+    """Offsets of the (H_PAD, D_PAD, D_PAD) matrix and, after it, the (H_PAD, D_PAD) vector in one state row (the
+    kernels' STATE = layout.state_size values)."""
     offs_h = tl.arange(0, H_PAD)[:, None, None]
     offs_i = tl.arange(0, D_PAD)[None, :, None]
     offs_j = tl.arange(0, D_PAD)[None, None, :]
@@ -270,7 +271,7 @@ def _fwd_state_kernel(
         k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, scale_ptr, part_ptr,
         N, C, HEAD_DIM, H, inv_n, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
-        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr, STATE: tl.constexpr):
     """Per (batch, split): the split's share of the state, sum_n phi(k)_n^T v_n / N and sum_n phi(k)_n / N."""
     b = tl.program_id(0)
     split = tl.program_id(1)
@@ -288,7 +289,7 @@ def _fwd_state_kernel(
         phi, ah, amax, n1, n2 = _focus(k, inv_s, valid, P, P_INT)
         kv = _dot_acc(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
         ksum += tl.sum(phi, axis=1)
-    row = (b * tl.num_programs(1) + split).to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1))
+    row = (b * tl.num_programs(1) + split).to(tl.int64) * STATE
     _store_state(part_ptr + row, kv * inv_n, ksum * inv_n, H_PAD, D_PAD)
 
 
@@ -297,14 +298,14 @@ def _fwd_out_kernel(
         q_ptr, q_sb, q_sn, scale_ptr, state_ptr, out_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
-        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr, STATE: tl.constexpr):
     """Per (batch, split): out = phi(q) kv / (phi(q) . kmean + eps) for the split's token blocks, all heads."""
     b = tl.program_id(0)
     split = tl.program_id(1)
     base = b.to(tl.int64) * N * C
     q_ptr += b.to(tl.int64) * q_sb
     inv_s, _ = _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD, D_PAD)
-    kv, kmean = _load_state(state_ptr + b.to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1)), H_PAD, D_PAD)
+    kv, kmean = _load_state(state_ptr + b.to(tl.int64) * STATE, H_PAD, D_PAD)
     kv = _dot_operand(kv, DOT_MODE)
     kmean = kmean[:, None, :]
     for blk in range(split * blocks_per_split, tl.minimum((split + 1) * blocks_per_split, n_blocks)):
@@ -321,7 +322,7 @@ def _bwd_q_kernel(
         q_ptr, q_sb, q_sn, dout_ptr, scale_ptr, state_ptr, dq_ptr, part_ptr,
         N, C, HEAD_DIM, H, inv_n, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
-        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr, STATE: tl.constexpr):
     """Query side: dq, and the split's share of d(kv) / N = sum phi(q)^T g / N, d(kmean) / N = sum dden phi(q) / N
     and of the query side's dL/d scale (one partial row: state layout, then C channels)."""
     b = tl.program_id(0)
@@ -329,7 +330,7 @@ def _bwd_q_kernel(
     base = b.to(tl.int64) * N * C
     q_ptr += b.to(tl.int64) * q_sb
     inv_s, dscale_factor = _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD, D_PAD)
-    kv, kmean = _load_state(state_ptr + b.to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1)), H_PAD, D_PAD)
+    kv, kmean = _load_state(state_ptr + b.to(tl.int64) * STATE, H_PAD, D_PAD)
     kv_t = _dot_operand(_transpose_last(kv), DOT_MODE)
     kmean = kmean[:, None, :]
     dkv = tl.zeros((H_PAD, D_PAD, D_PAD), dtype=tl.float32)
@@ -351,10 +352,10 @@ def _bwd_q_kernel(
         dq, ga_a = _focus_backward(g_phi, q, inv_s, ah, amax, n1, n2, P, P_INT)
         tl.store(dq_ptr + base + offs, dq.to(dq_ptr.dtype.element_ty), mask=valid)
         ds += tl.sum(ga_a, axis=1)
-    row = part_ptr + (b * tl.num_programs(1) + split).to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1) + C)
+    row = part_ptr + (b * tl.num_programs(1) + split).to(tl.int64) * (STATE + C)
     _store_state(row, dkv * inv_n, dkmean * inv_n, H_PAD, D_PAD)
     chan_vec, chan_ok = _channel_offsets(HEAD_DIM, H, H_PAD, D_PAD)
-    tl.store(row + H_PAD * D_PAD * (D_PAD + 1) + chan_vec, ds * dscale_factor, mask=chan_ok)
+    tl.store(row + STATE + chan_vec, ds * dscale_factor, mask=chan_ok)
 
 
 @_resolution_free_jit
@@ -362,7 +363,7 @@ def _bwd_kv_kernel(
         k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, scale_ptr, qgrad_ptr, dk_ptr, dv_ptr, part_ptr,
         N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
-        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr):
+        BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr, STATE: tl.constexpr):
     """Key/value side, given the query side's row per batch (d(kv) / N, d(kmean) / N, its dL/d scale): dk, dv and
     the split's share of dL/d scale over C channels (the query side's added once per batch, by split 0)."""
     b = tl.program_id(0)
@@ -371,7 +372,7 @@ def _bwd_kv_kernel(
     k_ptr += b.to(tl.int64) * k_sb
     v_ptr += b.to(tl.int64) * v_sb
     inv_s, dscale_factor = _scale_factors(scale_ptr, HEAD_DIM, H, H_PAD, D_PAD)
-    qgrad_ptr += b.to(tl.int64) * (H_PAD * D_PAD * (D_PAD + 1) + C)
+    qgrad_ptr += b.to(tl.int64) * (STATE + C)
     dkv, dkmean = _load_state(qgrad_ptr, H_PAD, D_PAD)
     dkv_t = _dot_operand(_transpose_last(dkv), DOT_MODE)
     dkv = _dot_operand(dkv, DOT_MODE)
@@ -393,7 +394,7 @@ def _bwd_kv_kernel(
     chan_vec, chan_ok = _channel_offsets(HEAD_DIM, H, H_PAD, D_PAD)
     ds = ds * dscale_factor
     if split == 0:
-        ds += tl.load(qgrad_ptr + H_PAD * D_PAD * (D_PAD + 1) + chan_vec, mask=chan_ok, other=0.0)
+        ds += tl.load(qgrad_ptr + STATE + chan_vec, mask=chan_ok, other=0.0)
     tl.store(part_ptr + (b * tl.num_programs(1) + split).to(tl.int64) * C + chan_vec, ds, mask=chan_ok)
 
 
@@ -410,7 +411,7 @@ def _launch(name, kernel, x, num_heads, args, partial_size=0, runtime=(), **cons
     compiled = kernel[(B, cfg['splits'])](
         *args, *(() if part is None else (part,)), N, C, head_dim, num_heads, *runtime,
         cfg['blocks_per_split'], cfg['n_blocks'], BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
-        num_warps=cfg['num_warps'], num_stages=cfg['num_stages'], **constexprs)
+        STATE=cfg['STATE'], num_warps=cfg['num_warps'], num_stages=cfg['num_stages'], **constexprs)
     if COMPILE_STATS is not None and not INTERPRET:
         COMPILE_STATS[name] = (compiled.n_regs, compiled.n_spills)
     return part
