@@ -230,6 +230,9 @@ def main():
                         help='print the torch profiler table of one Triton forward+backward per shape (all kernels)')
     parser.add_argument('--host', action='store_true',
                         help="also print each method's host time per call (wall time at B=1, N=64)")
+    parser.add_argument('--autograd-main-thread', action='store_true',
+                        help='run backward passes on the calling thread (torch.autograd.set_multithreading_enabled'
+                             '(False)): no hand-off to the autograd engine\'s device thread, less host time per call')
     parser.add_argument('--sweep-configs', nargs='+', metavar='BLOCK_N,WARPS,SPLITS_PER_SM,STAGES',
                         help='launch configurations for --sweep (default: a 24-point grid)')
     parser.add_argument('--apply-best', action='store_true',
@@ -240,11 +243,14 @@ def main():
     if not torch.cuda.is_available():
         raise SystemExit('benchmark_attention.py needs a CUDA device')
     from linattn_vision.ops.focused_linear import kernels  # (launch overrides; needs triton)
+    if args.autograd_main_thread:
+        torch.autograd.set_multithreading_enabled(False)
 
     bw = copy_bandwidth()
     device = torch.cuda.get_device_name()
+    threading = 'backward on the calling thread' if args.autograd_main_thread else 'backward on autograd\'s thread'
     print(f'# {device}, torch {torch.__version__}, {datetime.date.today()}, copy bandwidth {bw / 1e12:.2f} TB/s '
-          f'(read + write)', flush=True)
+          f'(read + write), {threading}', flush=True)
     chosen = {}
     if args.sweep:
         configs = ([tuple(int(x) for x in c.split(',')) for c in args.sweep_configs] if args.sweep_configs

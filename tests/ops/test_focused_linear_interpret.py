@@ -26,6 +26,8 @@ CASES = [
     ('fp16_3heads_d24_padded', 2, 20, 3, 24, 'float16', True, 3.0, 1.0),
     ('fp32_3heads_d32_pos', 2, 33, 3, 32, 'float32', True, 3.0, 1.0),
     ('fp16_32heads_d16', 1, 17, 32, 16, 'float16', False, 3.0, 1.0),
+    # one token block: one split per batch, whose partial is the state
+    ('fp32_2heads_d16_one_block', 3, 16, 2, 16, 'float32', True, 3.0, 1.0),
 ]
 TOL = {'float32': 1e-5, 'float16': 3e-3}
 

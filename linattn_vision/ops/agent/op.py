@@ -5,7 +5,6 @@ agent broadcast:   O   = softmax(Q A^T * s + B2) V_A    (tokens attend to the ag
 Both softmax steps go through scaled_dot_product_attention with an additive float bias that broadcasts
 over the batch, so fused kernels do the work and memory stays linear in N.
 """
-import torch
 import torch.nn.functional as F
 
 

@@ -26,19 +26,22 @@ from .layout import state_size, tile_dims
 
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # Launch-parameter overrides for tuning sweeps, {'all' | pass name: {BLOCK_N, num_warps, num_stages,
-# splits_per_sm}}; empty in normal use. Pass names: 'fwd_state', 'fwd_out', 'bwd_q', 'bwd_kv'.
+# splits_per_sm, maxnreg (optional register cap per thread)}}; empty in normal use. Pass names: 'fwd_state',
+# 'fwd_out', 'bwd_q', 'bwd_kv'.
 CONFIG_OVERRIDE: dict = {}
 # When a dict, each launch records {pass name: (registers per thread, spilled registers)} into it (sweeps).
 COMPILE_STATS = None
 
 # Launch configurations per pass and per-token tile width H_PAD * D_PAD: (BLOCK_N, num_warps, num_stages,
-# splits_per_sm), the best per kernel of `tools/benchmark_attention.py --sweep` (BLOCK_N {16, 32, 64} x warps
+# splits_per_sm[, maxnreg]), the best per kernel of `tools/benchmark_attention.py --sweep` (BLOCK_N {16, 32, 64} x warps
 # {4, 8} x splits/SM {2, 8} x stages {2, 3}) on an H100 in bf16; widths 64, 128, 256 = PVT-T stage 1 and Swin-T
 # stages 1 and 2. A batched dot puts one warp per head (see _dot), so 4 heads want 4 warps and 8 heads 8; the
-# backward passes keep more tiles live and want fewer tokens per program.
+# backward passes keep more tiles live and want fewer tokens per program. Swin-T stage 1's key/value backward
+# ran 11 % faster capped at 168 registers per thread (3 programs per SM instead of 2, a few spills); the other
+# passes, and width 256, ran slower capped (session-4 sweep of caps 168 / 128 / 96 on Swin-T stages 1 and 2).
 _TUNED = {
     64: {'fwd_state': (64, 4, 3, 8), 'fwd_out': (32, 4, 3, 8), 'bwd_q': (32, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
-    128: {'fwd_state': (32, 4, 3, 8), 'fwd_out': (16, 4, 3, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
+    128: {'fwd_state': (32, 4, 3, 8), 'fwd_out': (16, 4, 3, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8, 168)},
     256: {'fwd_state': (16, 4, 3, 8), 'fwd_out': (16, 8, 3, 2), 'bwd_q': (16, 8, 3, 2), 'bwd_kv': (16, 8, 3, 2)},
     512: {'fwd_state': (16, 8, 2, 4), 'fwd_out': (16, 8, 2, 4), 'bwd_q': (16, 8, 2, 4), 'bwd_kv': (16, 8, 2, 4)},
 }
@@ -62,10 +65,12 @@ def _launch_config(name: str, num_heads: int, head_dim: int, N: int, B: int, dev
 def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
     h_pad, d_pad = tile_dims(num_heads, head_dim)
     width = min(512, max(64, h_pad * d_pad))
-    block_n, num_warps, num_stages, splits_per_sm = _TUNED[width][name]
+    block_n, num_warps, num_stages, splits_per_sm, *maxnreg = _TUNED[width][name]
     cfg = dict(BLOCK_N=block_n, num_warps=num_warps, splits_per_sm=splits_per_sm,
                # fp32 dot operands take twice the shared memory per pipeline stage
                num_stages=2 if fp32 else num_stages)
+    if maxnreg and not fp32:  # (the caps were measured in bf16)
+        cfg['maxnreg'] = maxnreg[0]
     if 1 < h_pad < num_warps:
         # a batched dot puts its warps on the head axis only: warps beyond the heads would repeat their products
         cfg['num_warps'] = h_pad
@@ -411,7 +416,8 @@ def _launch(name, kernel, x, num_heads, args, partial_size=0, runtime=(), **cons
     compiled = kernel[(B, cfg['splits'])](
         *args, *(() if part is None else (part,)), N, C, head_dim, num_heads, *runtime,
         cfg['blocks_per_split'], cfg['n_blocks'], BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
-        STATE=cfg['STATE'], num_warps=cfg['num_warps'], num_stages=cfg['num_stages'], **constexprs)
+        STATE=cfg['STATE'], num_warps=cfg['num_warps'], num_stages=cfg['num_stages'],
+        **({'maxnreg': cfg['maxnreg']} if cfg.get('maxnreg') else {}), **constexprs)
     if COMPILE_STATS is not None and not INTERPRET:
         COMPILE_STATS[name] = (compiled.n_regs, compiled.n_spills)
     return part
