@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+# run from a checkout without installing; appended, so a linattn_vision on PYTHONPATH comes first (A/B runs)
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv=None):

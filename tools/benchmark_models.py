@@ -25,7 +25,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the checkout as a fallback: a linattn_vision on PYTHONPATH comes first (A/B runs against another copy of the code)
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timm  # noqa: E402
 
 import linattn_vision  # noqa: E402,F401  (registers the models)
@@ -160,6 +161,9 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--nan-steps', type=int, default=0)
     parser.add_argument('--time-budget', type=float, default=1e9, help='seconds; later rows say "skipped (time)"')
+    parser.add_argument('--autograd-main-thread', action='store_true',
+                        help='training backward on the calling thread (torch.autograd.set_multithreading_enabled'
+                             '(False)), not autograd\'s device thread')
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit('benchmark_models.py needs a CUDA GPU')
@@ -167,10 +171,14 @@ def main(argv=None):
     torch.backends.cudnn.allow_tf32 = True
     # every block type of a model is its own compiled frame; the default limit of 8 is too low for Swin's 4 stages
     torch._dynamo.config.recompile_limit = 64
+    if args.autograd_main_thread:
+        torch.autograd.set_multithreading_enabled(False)
     compiled = args.models if args.compile == [] and '--compile' in (argv or sys.argv) else args.compile
     start = time.time()
     device = torch.cuda.get_device_name()
-    print(f'# {device}, torch {torch.__version__}, {time.strftime("%Y-%m-%d")}, bf16 autocast, channels_last')
+    threading = ', backward on the calling thread' if args.autograd_main_thread else ''
+    print(f'# {device}, torch {torch.__version__}, {time.strftime("%Y-%m-%d")}, bf16 autocast, channels_last'
+          f'{threading}')
     header = (['model', 'mode', f'infer img/s b{args.batch}@224', 'infer GiB']
               + [f'bb img/s b1@{s}' for s in args.sizes] + [f'bb GiB @{s}' for s in args.sizes]
               + [f'train img/s b{args.batch}@224', 'train GiB'])

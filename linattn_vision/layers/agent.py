@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from ..ops import agent_attention
+from ..ops import adaptive_avg_pool_tokens, agent_attention
 from .pos_embed import GridCache, resize_axis, resize_grid, to_hw
 
 __all__ = ['AgentCore', 'AgentAttention']
@@ -88,7 +88,6 @@ class AgentCore(nn.Module):
             self.ca_bias = nn.Parameter(torch.zeros(1, num_heads, num_prefix_tokens, agent_num))
         for p in self._bias_params():
             trunc_normal_(p, std=.02)
-        self.pool = nn.AdaptiveAvgPool2d(output_size=agent_shape)
         self._bias_cache = GridCache()
 
     def _bias_params(self):
@@ -138,10 +137,7 @@ class AgentCore(nn.Module):
 
     def agent_tokens(self, q: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         """Pool the grid queries (B, P + H*W, C) to the agents (B, n, C) on the ``agent_shape`` grid."""
-        B, _, C = q.shape
-        H, W = to_hw(hw)
-        grid = q[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, C, H, W)
-        return self.pool(grid).reshape(B, C, self.num_agents).transpose(1, 2)
+        return adaptive_avg_pool_tokens(q[:, self.num_prefix_tokens:], to_hw(hw), self.agent_shape)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Sequence[int],
                kv_hw: Sequence[int] | None = None) -> torch.Tensor:
