@@ -128,12 +128,19 @@ class AgentCore(nn.Module):
             query_bias = torch.cat([self._resize_agents(self.ca_bias, 3), query_bias], dim=-2)
         return agent_bias, query_bias
 
-    def position_biases(self, hw: Sequence[int], kv_hw: Sequence[int] | None = None):
-        """(B1, B2) for a live query grid ``hw`` and key grid ``kv_hw``: (1, h, n, P+Nk) and (1, h, P+N, n)."""
+    def position_biases(self, hw: Sequence[int], kv_hw: Sequence[int] | None = None,
+                        dtype: torch.dtype | None = None):
+        """(B1, B2) for a live query grid ``hw`` and key grid ``kv_hw``: (1, h, n, P+Nk) and (1, h, P+N, n),
+        contiguous, in ``dtype`` (default the parameters'). Cached in that dtype where GridCache caches
+        (inference): half the memory of fp32 biases under bf16 autocast, and no cast or layout copy per call."""
         hw = to_hw(hw)
         kv_hw = hw if kv_hw is None else to_hw(kv_hw)
-        return self._bias_cache.get((hw, kv_hw, self.agent_shape), self._bias_params(),
-                                    lambda: self._build_biases(hw, kv_hw))
+
+        def build():
+            # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
+            return tuple(t.to(dtype=dtype or t.dtype, memory_format=torch.contiguous_format).contiguous()
+                         for t in self._build_biases(hw, kv_hw))
+        return self._bias_cache.get((hw, kv_hw, self.agent_shape, dtype), self._bias_params(), build)
 
     def agent_tokens(self, q: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         """Pool the grid queries (B, P + H*W, C) to the agents (B, n, C) on the ``agent_shape`` grid."""
@@ -150,7 +157,7 @@ class AgentCore(nn.Module):
             raise ValueError(f'{type(self).__name__}: {N} query / {k.shape[1]} key tokens do not match '
                              f'{P} prefix tokens + the grids {hw[0]}x{hw[1]} / {kv_hw[0]}x{kv_hw[1]}')
         agent = self.agent_tokens(q, hw)
-        agent_bias, query_bias = self.position_biases(hw, kv_hw)
+        agent_bias, query_bias = self.position_biases(hw, kv_hw, q.dtype)
         h, d = self.num_heads, self.head_dim
         q, k, v, agent = (t.reshape(B, -1, h, d).transpose(1, 2) for t in (q, k, v, agent))
         x = agent_attention(q, k, v, agent, agent_bias, query_bias, scale=self.scale,
