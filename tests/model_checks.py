@@ -13,6 +13,20 @@ def published_roundings(count):
     return {float(direct), float(via_two)}
 
 
+def inference_gflops(model, x):
+    """Multiply-accumulates x 2 / 1e9 of ``model(x)`` under torch's FlopCounterMode, counting CPU SDPA too: torch
+    has no formula for its fused CPU kernel (``_scaled_dot_product_flash_attention_for_cpu``), so without one the
+    count would depend on whether SDPA's inputs let it take that kernel or its matmul fallback."""
+    from torch.utils import flop_counter
+
+    def cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flops}
+    with torch.no_grad(), flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
 def create_from_official(name, path, **kwargs):
     """A timm model loaded through its checkpoint filter from an official release file at ``path``."""
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
