@@ -1,0 +1,106 @@
+"""Compile the focused-linear-attention kernels for an H100 (sm_90) without a GPU and print what bounds their
+occupancy: registers and spill stack per thread (Triton's bundled ptxas, read back with its cuobjdump), shared
+memory per program, and the layout conversions and barriers in the code.
+
+ncu on the GPU machine showed the state and backward passes limited by registers, shared memory and shared-memory
+traffic (cross-warp reductions, layout conversions), so these counts are a quick offline proxy when changing the
+kernels; timings still need the GPU (tools/benchmark_attention.py). Shared memory matches ncu's exactly; register
+counts depend on the ptxas version (the GPU machine's Triton may bundle another one).
+
+    python tools/kernel_resources.py                       # Swin-T stage 1, bf16, the tuned launch configurations
+    python tools/kernel_resources.py --shape pvt_s1 --dtype fp16
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # after PYTHONPATH (A/B runs)
+
+SHAPES = {'swin_s1': (3136, 96, 3), 'swin_s2': (784, 192, 6), 'pvt_s1': (3136, 64, 1), 'det_s1': (67200, 96, 3)}
+DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
+# pointers to fp32 buffers; every other pointer has the inputs' dtype
+FP32_POINTERS = {'pos_ptr', 'scale_ptr', 'part_ptr', 'state_ptr', 'qgrad_ptr'}
+
+
+def _signature(kernel, dtype_name, constexprs):
+    """Triton signature of one of the op's kernels: pointer, i32 and fp32 arguments by name, constants."""
+    sig = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            sig[name] = 'constexpr'
+        elif name.endswith('_ptr'):
+            sig[name] = '*fp32' if name in FP32_POINTERS else f'*{dtype_name}'
+        elif name == 'inv_n':
+            sig[name] = 'fp32'
+        else:
+            sig[name] = 'i32'
+    return sig
+
+
+def _resource_usage(cubin: bytes, cuobjdump: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([cuobjdump, '--dump-resource-usage', f.name], capture_output=True, text=True,
+                              check=True).stdout
+    return {key: int(re.search(rf'{key}:(\d+)', text).group(1)) for key in ('REG', 'STACK')}
+
+
+def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
+    """{pass name: {regs, stack, shared, converts, barriers}} for the passes' launch configurations at ``shape``."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from linattn_vision.ops.focused_linear import kernels
+
+    N, C, heads = SHAPES[shape]
+    dtype = DTYPES[dtype_name]
+    head_dim = C // heads
+    nvidia_bin = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
+    passes = {'fwd_state': kernels._fwd_state_kernel, 'fwd_out': kernels._fwd_out_kernel,
+              'bwd_q': kernels._bwd_q_kernel, 'bwd_kv': kernels._bwd_kv_kernel}
+    meta = kernels._meta(torch.empty(0, dtype=dtype), 3.0)
+    results = {}
+    for name, kernel in passes.items():
+        cfg = kernels._launch_config(name, heads, head_dim, N, 128, torch.device('cpu'), dtype == torch.float32)
+        constexprs = dict(meta, HAS_POS=True, BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
+                          STATE=cfg['STATE'])
+        constexprs = {k: v for k, v in constexprs.items() if k in kernel.arg_names}
+        # what a launch on contiguous (B, N, C) tensors specializes on: 16-byte aligned pointers, strides and
+        # channel counts that are multiples of 16
+        values = dict(C=C, HEAD_DIM=head_dim, q_sn=C, k_sn=C, v_sn=C, q_sb=N * C, k_sb=N * C, v_sb=N * C)
+        divisible = [i for i, arg in enumerate(kernel.arg_names)
+                     if arg.endswith('_ptr') or (arg in values and values[arg] % 16 == 0)]
+        options = dict(num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
+        if cfg.get('maxnreg'):
+            options['maxnreg'] = cfg['maxnreg']
+        src = ASTSource(kernel, _signature(kernel, dtype_name, constexprs), constexprs=constexprs,
+                        attrs={(i,): [['tt.divisibility', 16]] for i in divisible})
+        compiled = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
+        usage = _resource_usage(compiled.asm['cubin'], os.path.join(nvidia_bin, 'cuobjdump'))
+        results[name] = dict(regs=usage['REG'], stack=usage['STACK'], shared=compiled.metadata.shared,
+                             converts=compiled.asm['ttgir'].count('ttg.convert_layout'),
+                             barriers=compiled.asm['ptx'].count('bar.sync'),
+                             config=f"BLOCK_N={cfg['BLOCK_N']} warps={cfg['num_warps']} stages={cfg['num_stages']}"
+                                    + (f" maxnreg={cfg['maxnreg']}" if cfg.get('maxnreg') else ''))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--shape', default='swin_s1', choices=list(SHAPES))
+    parser.add_argument('--dtype', default='bf16', choices=list(DTYPES))
+    args = parser.parse_args(argv)
+    print(f'# sm_90, {args.shape}, {args.dtype}: per thread registers / spill stack bytes, shared bytes per program')
+    for name, r in kernel_resources(args.shape, args.dtype).items():
+        print(f"{name:10} regs {r['regs']:4d}  stack {r['stack']:4d}  shared {r['shared']:7d}  "
+              f"layout conversions {r['converts']:3d}  bar.sync {r['barriers']:3d}  ({r['config']})", flush=True)
+
+
+if __name__ == '__main__':
+    main()
