@@ -20,8 +20,9 @@ import tempfile
 import torch
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # after PYTHONPATH (A/B runs)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/, also when imported by a test
+from benchmark_attention import SHAPES  # noqa: E402  (the op benchmark's shapes: name -> (B, N, C, heads))
 
-SHAPES = {'swin_s1': (3136, 96, 3), 'swin_s2': (784, 192, 6), 'pvt_s1': (3136, 64, 1), 'det_s1': (67200, 96, 3)}
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 # pointers to fp32 buffers; every other pointer has the inputs' dtype
 FP32_POINTERS = {'pos_ptr', 'scale_ptr', 'part_ptr', 'state_ptr', 'qgrad_ptr'}
@@ -58,7 +59,7 @@ def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
     from triton.compiler import ASTSource
     from linattn_vision.ops.focused_linear import kernels
 
-    N, C, heads = SHAPES[shape]
+    B, N, C, heads = SHAPES[shape]
     dtype = DTYPES[dtype_name]
     head_dim = C // heads
     nvidia_bin = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
@@ -67,7 +68,7 @@ def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
     meta = kernels._meta(torch.empty(0, dtype=dtype), 3.0)
     results = {}
     for name, kernel in passes.items():
-        cfg = kernels._launch_config(name, heads, head_dim, N, 128, torch.device('cpu'), dtype == torch.float32)
+        cfg = kernels._launch_config(name, heads, head_dim, N, B, torch.device('cpu'), dtype == torch.float32)
         constexprs = dict(meta, HAS_POS=True, BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
                           STATE=cfg['STATE'])
         constexprs = {k: v for k, v in constexprs.items() if k in kernel.arg_names}
