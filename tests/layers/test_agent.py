@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from linattn_vision.layers import AgentAttention, AgentCore
 from linattn_vision.ops import agent_attention
+from linattn_vision.ops.agent import op as agent_op
 
 
 def official_agent_forward(m, x, hw, kv_biases_at=None):
@@ -59,15 +60,35 @@ def _randomize(m):
     return m
 
 
-def test_op_matches_float64_formula():
+@pytest.mark.parametrize('by_matmul', [False, True], ids=['sdpa', 'matmul_aggregation'])
+def test_op_matches_float64_formula(by_matmul, monkeypatch):
+    """Both ways of computing the aggregation step (SDPA; matmul-softmax-matmul, taken on CUDA when SDPA would
+    run too few programs), forward and gradients."""
+    monkeypatch.setattr(agent_op, '_aggregation_by_matmul', lambda agent, dropout_p: by_matmul)
     B, h, N, Nk, n, d = 2, 3, 20, 12, 4, 8
-    q, k, v, agent = (torch.randn(B, h, s, d) for s in (N, Nk, Nk, n))
-    b1, b2 = torch.randn(1, h, n, Nk), torch.randn(1, h, N, n)
-    out = agent_attention(q, k, v, agent, b1, b2, scale=d ** -0.5)
-    q, k, v, agent, b1, b2 = (t.double() for t in (q, k, v, agent, b1, b2))
+    inputs = [torch.randn(B, h, s, d, requires_grad=True) for s in (N, Nk, Nk, n)]
+    inputs += [torch.randn(1, h, n, Nk), torch.randn(1, h, N, n)]
+    out = agent_attention(*inputs, scale=d ** -0.5)
+    grads = torch.autograd.grad(out.square().sum(), inputs[:4])
+    q, k, v, agent, b1, b2 = (t.detach().double().requires_grad_() for t in inputs)
     agent_v = (agent @ k.transpose(-2, -1) * d ** -0.5 + b1).softmax(-1) @ v
     ref = (q @ agent.transpose(-2, -1) * d ** -0.5 + b2).softmax(-1) @ agent_v
+    ref_grads = torch.autograd.grad(ref.square().sum(), [q, k, v, agent])
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-5)
+
+
+def test_aggregation_path_choice():
+    """Matmul aggregation only on CUDA, without dropout, when SDPA would get fewer than MIN_SDPA_PROGRAMS programs
+    (B * heads * ceil(agents / 64))."""
+    meta = torch.empty(1, 3, 49, 32, device='meta')
+    assert not agent_op._aggregation_by_matmul(meta, 0.0)  # not CUDA
+    cuda_like = type('T', (), {'shape': (1, 3, 49, 32), 'is_cuda': True})()
+    assert agent_op._aggregation_by_matmul(cuda_like, 0.0)
+    assert not agent_op._aggregation_by_matmul(cuda_like, 0.1)
+    cuda_like.shape = (22, 3, 49, 32)  # 66 programs
+    assert not agent_op._aggregation_by_matmul(cuda_like, 0.0)
 
 
 @pytest.mark.parametrize('kwargs, hw, P', [

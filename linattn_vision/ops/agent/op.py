@@ -3,9 +3,31 @@
 agent aggregation: V_A = softmax(A K^T * s + B1) V      (agents attend to all tokens)
 agent broadcast:   O   = softmax(Q A^T * s + B2) V_A    (tokens attend to the agents)
 Both softmax steps go through scaled_dot_product_attention with an additive float bias that broadcasts
-over the batch, so fused kernels do the work and memory stays linear in N.
+over the batch, so fused kernels do the work and memory stays linear in N. One exception: SDPA's CUDA kernels
+parallelise over (batch, head, block of queries) only, and the aggregation step has just n agents (49) as
+queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536 tokens) it runs
+on a handful of SMs. There the aggregation is computed as matmul, softmax, matmul (an (n, N) score matrix per
+head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens).
 """
+import torch
 import torch.nn.functional as F
+
+# SDPA's memory-efficient kernel takes 64 queries per program; below this many programs it leaves the GPU idle
+MIN_SDPA_PROGRAMS = 64
+
+
+def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
+    """Whether the aggregation step should skip SDPA (too few programs to fill a GPU; see the module note)."""
+    B, h, n, _ = agent.shape
+    return agent.is_cuda and dropout_p == 0.0 and B * h * -(-n // 64) < MIN_SDPA_PROGRAMS
+
+
+def _attend(query, key, value, bias, scale):
+    """softmax(query key^T * scale + bias) value in plain products (the softmax accumulates in fp32)."""
+    scores = torch.matmul(query * scale, key.transpose(-2, -1))
+    if bias is not None:
+        scores = scores + bias
+    return torch.matmul(scores.softmax(dim=-1), value)
 
 
 def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None, dropout_p: float = 0.0):
@@ -21,7 +43,11 @@ def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None
         agent_bias = agent_bias.to(q.dtype)
     if query_bias is not None:
         query_bias = query_bias.to(q.dtype)
-    agent_v = F.scaled_dot_product_attention(agent, k, v, attn_mask=agent_bias, dropout_p=dropout_p, scale=scale)
+    if _aggregation_by_matmul(agent, dropout_p):
+        agent_v = _attend(agent, k, v, agent_bias, scale)
+    else:
+        agent_v = F.scaled_dot_product_attention(agent, k, v, attn_mask=agent_bias, dropout_p=dropout_p,
+                                                 scale=scale)
     return F.scaled_dot_product_attention(q, agent, agent_v, attn_mask=query_bias, dropout_p=dropout_p, scale=scale)
 
 
