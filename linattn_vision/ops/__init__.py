@@ -1,8 +1,9 @@
-"""Attention cores: pure functions on tensors, no nn.Module state."""
+"""Attention cores (and the backbones' fused LayerNorm): pure functions on tensors, no nn.Module state."""
 from .focused_linear import focused_linear_attention, focused_linear_attention_reference
 from .agent import adaptive_avg_pool_tokens, agent_attention, agent_attention_reference
+from .layer_norm import layer_norm_to
 
 __all__ = [
     'focused_linear_attention', 'focused_linear_attention_reference',
-    'agent_attention', 'agent_attention_reference', 'adaptive_avg_pool_tokens',
+    'agent_attention', 'agent_attention_reference', 'adaptive_avg_pool_tokens', 'layer_norm_to',
 ]

@@ -1,0 +1,96 @@
+"""The fused LayerNorm (fp32 statistics, output in another dtype): Triton kernel through the interpreter on CPU,
+on the GPU for real, and the backbones' LayerNorm module that uses it in inference under CUDA autocast."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from linattn_vision.layers import LayerNorm
+from linattn_vision.ops import layer_norm_to
+
+ROOT = Path(__file__).resolve().parents[2]
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+# (rows, channels): Swin-T stage widths, a width that is no power of two, one row, rows not a multiple of a tile
+SHAPES = [(37, 96), (5, 192), (3, 768), (1, 100), (130, 24)]
+
+
+def _errors(device, out_dtype, in_dtype=torch.float32):
+    """Max abs error against float64 F.layer_norm per shape, and whether each output has the asked dtype."""
+    results = []
+    gen = torch.Generator().manual_seed(0)
+    for M, C in SHAPES:
+        x = (torch.randn(M, C, generator=gen) * 3 + torch.randn(M, 1, generator=gen) * 10).to(in_dtype)
+        w, b = torch.randn(C, generator=gen), torch.randn(C, generator=gen)
+        y = layer_norm_to(x.to(device), (C,), w.to(device), b.to(device), 1e-5, out_dtype)
+        ref = F.layer_norm(x.double(), (C,), w.double(), b.double(), 1e-5)
+        results.append(dict(shape=[M, C], err=(y.double().cpu() - ref).abs().max().item(),
+                            dtype_ok=y.dtype == out_dtype, finite=bool(y.isfinite().all())))
+    return results
+
+
+CHILD = r'''
+import json, sys, torch
+sys.path.insert(0, {here!r})
+from linattn_vision.ops.layer_norm import op
+assert op.runs_fused(torch.zeros(2, 4), torch.zeros(4), torch.zeros(4)), 'interpreter path not taken'
+from test_layer_norm import _errors
+print('RESULTS' + json.dumps({{'float16': _errors('cpu', torch.float16), 'float32': _errors('cpu', torch.float32)}}))
+'''
+
+
+def test_kernel_in_interpreter_matches_float64():
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    proc = subprocess.run([sys.executable, '-c', CHILD.format(here=str(Path(__file__).parent))], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS'))[len('RESULTS'):])
+    for dtype, tol in (('float16', 1e-2), ('float32', 1e-5)):
+        for r in results[dtype]:
+            assert r['finite'] and r['dtype_ok'] and r['err'] < tol, (dtype, r)
+
+
+def test_fallback_is_layer_norm_then_cast():
+    """Without the kernel (CPU tensors outside the interpreter): F.layer_norm in fp32, then the cast."""
+    x = torch.randn(4, 7, 96)
+    w, b = torch.randn(96), torch.randn(96)
+    y = layer_norm_to(x, (96,), w, b, 1e-6, torch.bfloat16)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, F.layer_norm(x, (96,), w, b, 1e-6).to(torch.bfloat16))
+
+
+def test_module_is_nn_layer_norm_on_cpu_and_in_training():
+    m = LayerNorm(96, eps=1e-6)
+    ref = torch.nn.LayerNorm(96, eps=1e-6)
+    ref.load_state_dict(m.state_dict())
+    assert list(m.state_dict()) == ['weight', 'bias']
+    x = torch.randn(2, 5, 96)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.equal(m(x), ref(x))
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize('out_dtype', [torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_kernel_on_gpu_matches_float64(out_dtype):
+    tol = {torch.bfloat16: 8e-2, torch.float16: 1e-2, torch.float32: 1e-5}[out_dtype]
+    for r in _errors('cuda', out_dtype):
+        assert r['finite'] and r['dtype_ok'] and r['err'] < tol, r
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_module_fused_only_in_autocast_inference():
+    m = LayerNorm(96).cuda()
+    x = torch.randn(3, 50, 96, device='cuda', requires_grad=True)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        assert m(x).dtype == torch.float32  # training: autocast's fp32 LayerNorm, with autograd
+        with torch.no_grad():
+            y = m(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), F.layer_norm(x.detach(), (96,), m.weight, m.bias).float(),
+                               rtol=2e-2, atol=2e-2)
