@@ -2,6 +2,7 @@
 
     python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --size 1024 --batch 1 --features
     python tools/profile_model.py flatten_swin_t --train --batch 64
+    python tools/profile_model.py agent_swin_t --size 1024 --features --fused-layer-norm   # A/B, one process
 
 bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
 total CUDA time over --iters calls, and the total.
@@ -17,8 +18,11 @@ from benchmark_attention import profile_calls  # noqa: E402
 from benchmark_models import channels_last, create  # noqa: E402
 
 
-def profile(name, size, batch, features, train, iters, rows):
+def profile(name, size, batch, features, train, iters, rows, fused_layer_norm=False):
     model = channels_last(create(name, img_size=size).cuda().train(train))
+    if fused_layer_norm:
+        from linattn_vision.layers import fuse_layer_norms
+        print(f'\n# {name}: {fuse_layer_norms(model)} LayerNorms replaced by the fused LayerNorm')
     forward = model.forward_features if features else model
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
 
@@ -48,11 +52,15 @@ def main():
     parser.add_argument('--train', action='store_true', help='forward + backward instead of inference')
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--rows', type=int, default=15)
+    parser.add_argument('--fused-layer-norm', action='store_true',
+                        help='profile each model twice: as built, then with its LayerNorms replaced by '
+                             'linattn_vision.layers.LayerNorm (fused fp32-in, autocast-dtype-out inference kernel)')
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('profile_model.py needs a CUDA GPU')
     for name in args.models:
-        profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows)
+        for fused in (False, True) if args.fused_layer_norm else (False,):
+            profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows, fused)
 
 
 if __name__ == '__main__':

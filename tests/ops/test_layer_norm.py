@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import LayerNorm as TimmLayerNorm
 
-from linattn_vision.layers import LayerNorm
+import linattn_vision  # noqa: F401  (registers the models)
+from linattn_vision.layers import LayerNorm, fuse_layer_norms
 from linattn_vision.ops import layer_norm_to
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,3 +97,20 @@ def test_module_fused_only_in_autocast_inference():
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), F.layer_norm(x.detach(), (96,), m.weight, m.bias).float(),
                                rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize('name', ['flatten_swin_t', 'agent_pvt_t', 'pvt_v2_b1'])
+def test_fuse_layer_norms_keeps_parameters_and_outputs(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=5).eval()
+    plain = [m for m in model.modules() if type(m) in (torch.nn.LayerNorm, TimmLayerNorm)]
+    params = {id(p) for p in model.parameters()}
+    keys = list(model.state_dict())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        before = model(x)
+        assert fuse_layer_norms(model) == len(plain) > 0
+        after = model(x)
+    assert not any(type(m) in (torch.nn.LayerNorm, TimmLayerNorm) for m in model.modules())
+    assert {id(p) for p in model.parameters()} == params and list(model.state_dict()) == keys
+    assert torch.equal(before, after)  # CPU: the module is nn.LayerNorm's computation

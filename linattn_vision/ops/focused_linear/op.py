@@ -15,15 +15,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._triton import INTERPRET, load_kernels
 from .layout import kernels_support, state_size, tile_dims
 from .reference import EPS_DENOM, EPS_RELU, focus_with_divisor, focused_linear_attention_reference
 
 _FORCE_REFERENCE = os.environ.get('LINATTN_FORCE_REFERENCE', '0') == '1'
-# Read once: CPU tensors go through the Triton interpreter only if the process started with TRITON_INTERPRET=1.
-_INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_kernels = None
-_kernels_ok = None
 
 
 @contextlib.contextmanager
@@ -38,23 +35,11 @@ def use_reference(enabled: bool = True):
 
 
 def _load_kernels():
-    """Import the Triton kernels on first use (TRITON_INTERPRET is read when they are defined)."""
-    global _kernels, _kernels_ok
-    if _kernels_ok is None:
-        try:
-            from . import kernels
-            _kernels, _kernels_ok = kernels, True
-        except ImportError:  # no triton: every call takes the exact path
-            _kernels_ok = False
-    return _kernels
+    return load_kernels(__package__ + '.kernels')
 
 
 def _runs_triton(x: torch.Tensor) -> bool:
-    if not (x.is_cuda or _INTERPRET):
-        return False
-    if _kernels_ok is None:
-        _load_kernels()
-    return _kernels_ok
+    return (x.is_cuda or INTERPRET) and _load_kernels() is not None
 
 
 # ------------------------------------------------------------------------------------------ exact fallback
