@@ -1,4 +1,5 @@
-"""Lazy import of the ops' Triton kernel modules."""
+"""Lazy import of the ops' Triton kernel modules, and what their launchers share."""
+import functools
 import importlib
 import os
 
@@ -18,3 +19,18 @@ def load_kernels(module: str):
         except ImportError:
             _LOADED[module] = None
     return _LOADED[module]
+
+
+def sm_count(device) -> int:
+    """Streaming multiprocessors of a CUDA device, which launch grids are sized by; 4 for the CPU tensors of
+    Triton's interpreter (small grids)."""
+    if device.type != 'cuda':
+        return 4
+    import torch
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    import torch
+    return torch.cuda.get_device_properties(device_index).multi_processor_count

@@ -18,21 +18,30 @@ from linattn_vision.ops import layer_norm_to
 
 ROOT = Path(__file__).resolve().parents[2]
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-# (rows, channels): Swin-T stage widths, a width that is no power of two, one row, rows not a multiple of a tile
-SHAPES = [(37, 96), (5, 192), (3, 768), (1, 100), (130, 24)]
+# (rows, channels): Swin-T stage widths, a width that is no power of two, one row, rows not a multiple of a tile,
+# more row blocks than backward programs (each program loops over several, the last one past the end)
+SHAPES = [(37, 96), (5, 192), (3, 768), (1, 100), (130, 24), (600, 96)]
 
 
 def _errors(device, out_dtype, in_dtype=torch.float32):
-    """Max abs error against float64 F.layer_norm per shape, and whether each output has the asked dtype."""
+    """Per shape: max abs error of the output, and of dx, d weight, d bias, against float64 F.layer_norm (inputs
+    with a large row offset, so the mean matters), and whether outputs are finite with the asked dtypes."""
     results = []
     gen = torch.Generator().manual_seed(0)
     for M, C in SHAPES:
         x = (torch.randn(M, C, generator=gen) * 3 + torch.randn(M, 1, generator=gen) * 10).to(in_dtype)
         w, b = torch.randn(C, generator=gen), torch.randn(C, generator=gen)
-        y = layer_norm_to(x.to(device), (C,), w.to(device), b.to(device), 1e-5, out_dtype)
-        ref = F.layer_norm(x.double(), (C,), w.double(), b.double(), 1e-5)
-        results.append(dict(shape=[M, C], err=(y.double().cpu() - ref).abs().max().item(),
-                            dtype_ok=y.dtype == out_dtype, finite=bool(y.isfinite().all())))
+        dy = torch.randn(M, C, generator=gen)
+        leaves = [t.to(device).requires_grad_() for t in (x, w, b)]
+        y = layer_norm_to(leaves[0], (C,), leaves[1], leaves[2], 1e-5, out_dtype)
+        grads = torch.autograd.grad(y, leaves, dy.to(device, out_dtype))
+        ref_leaves = [t.double().requires_grad_() for t in (x, w, b)]
+        ref = F.layer_norm(ref_leaves[0], (C,), ref_leaves[1], ref_leaves[2], 1e-5)
+        ref_grads = torch.autograd.grad(ref, ref_leaves, dy.to(out_dtype).double())
+        errs = [(a.double().cpu() - r).abs().max().item() / max(1.0, r.abs().max().item())
+                for a, r in zip([y, *grads], [ref, *ref_grads])]
+        results.append(dict(shape=[M, C], errors=errs, finite=all(bool(t.isfinite().all()) for t in (y, *grads)),
+                            dtypes_ok=y.dtype == out_dtype and grads[0].dtype == in_dtype))
     return results
 
 
@@ -54,7 +63,7 @@ def test_kernel_in_interpreter_matches_float64():
     results = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS'))[len('RESULTS'):])
     for dtype, tol in (('float16', 1e-2), ('float32', 1e-5)):
         for r in results[dtype]:
-            assert r['finite'] and r['dtype_ok'] and r['err'] < tol, (dtype, r)
+            assert r['finite'] and r['dtypes_ok'] and max(r['errors']) < tol, (dtype, r)
 
 
 def test_fallback_is_layer_norm_then_cast():
@@ -66,7 +75,7 @@ def test_fallback_is_layer_norm_then_cast():
     assert torch.equal(y, F.layer_norm(x, (96,), w, b, 1e-6).to(torch.bfloat16))
 
 
-def test_module_is_nn_layer_norm_on_cpu_and_in_training():
+def test_module_is_nn_layer_norm_on_cpu():
     m = LayerNorm(96, eps=1e-6)
     ref = torch.nn.LayerNorm(96, eps=1e-6)
     ref.load_state_dict(m.state_dict())
@@ -80,23 +89,30 @@ def test_module_is_nn_layer_norm_on_cpu_and_in_training():
 @requires_cuda
 @pytest.mark.parametrize('out_dtype', [torch.bfloat16, torch.float16, torch.float32], ids=str)
 def test_kernel_on_gpu_matches_float64(out_dtype):
-    tol = {torch.bfloat16: 8e-2, torch.float16: 1e-2, torch.float32: 1e-5}[out_dtype]
+    tol = {torch.bfloat16: 2e-2, torch.float16: 1e-2, torch.float32: 1e-5}[out_dtype]
     for r in _errors('cuda', out_dtype):
-        assert r['finite'] and r['dtype_ok'] and r['err'] < tol, r
+        assert r['finite'] and r['dtypes_ok'] and max(r['errors']) < tol, r
 
 
 @pytest.mark.gpu
 @requires_cuda
-def test_module_fused_only_in_autocast_inference():
+def test_module_under_cuda_autocast_outputs_autocast_dtype_with_gradients():
     m = LayerNorm(96).cuda()
+    ref = torch.nn.LayerNorm(96).cuda()
+    ref.load_state_dict(m.state_dict())
     x = torch.randn(3, 50, 96, device='cuda', requires_grad=True)
+    dy = torch.randn(3, 50, 96, device='cuda')
     with torch.autocast('cuda', dtype=torch.bfloat16):
-        assert m(x).dtype == torch.float32  # training: autocast's fp32 LayerNorm, with autograd
-        with torch.no_grad():
-            y = m(x)
-    assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), F.layer_norm(x.detach(), (96,), m.weight, m.bias).float(),
-                               rtol=2e-2, atol=2e-2)
+        y = m(x)
+        y_ref = ref(x)
+    assert y.dtype == torch.bfloat16 and y_ref.dtype == torch.float32
+    grads = torch.autograd.grad(y, [x, m.weight, m.bias], dy.bfloat16())
+    ref_grads = torch.autograd.grad(y_ref, [x, ref.weight, ref.bias], dy.bfloat16().float())
+    torch.testing.assert_close(y.float(), y_ref, rtol=2e-2, atol=2e-2)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
+        assert torch.equal(m(x), y)
 
 
 @pytest.mark.parametrize('name', ['flatten_swin_t', 'agent_pvt_t', 'pvt_v2_b1'])

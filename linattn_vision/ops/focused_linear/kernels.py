@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton import sm_count
 from .layout import state_size, tile_dims
 
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
@@ -47,16 +48,10 @@ _TUNED = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _launch_config(name: str, num_heads: int, head_dim: int, N: int, B: int, device, fp32: bool = False) -> dict:
     """The pass's launch configuration for this shape (a shared dict: do not modify). Cached per shape, so a
     training step pays for it once; CONFIG_OVERRIDE bypasses the cache."""
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
-        if device.type == 'cuda' else 4
+    sms = sm_count(device)
     if CONFIG_OVERRIDE:
         return _build_config(name, num_heads, head_dim, N, B, sms, fp32)
     return _cached_config(name, num_heads, head_dim, N, B, sms, fp32)
