@@ -54,7 +54,8 @@ def main():
     parser.add_argument('--rows', type=int, default=15)
     parser.add_argument('--fused-layer-norm', action='store_true',
                         help='profile each model twice: as built, then with its LayerNorms replaced by '
-                             'linattn_vision.layers.LayerNorm (fused fp32-in, autocast-dtype-out inference kernel)')
+                             'linattn_vision.layers.LayerNorm (Triton kernels under autocast: fp32 statistics, output in the '
+                             'autocast dtype, forward and backward)')
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('profile_model.py needs a CUDA GPU')
