@@ -46,6 +46,15 @@ def create(name: str, img_size: int | None = None, **kwargs):
     return timm.create_model(name, **kwargs)
 
 
+def build(name: str, mode: str = 'eager', img_size: int | None = None) -> torch.nn.Module:
+    """The model on the GPU; mode 'fused-ln': with its LayerNorms swapped for linattn_vision's fused LayerNorm."""
+    model = create(name, img_size=img_size).cuda()
+    if mode == 'fused-ln':
+        from linattn_vision.layers import fuse_layer_norms
+        fuse_layer_norms(model)
+    return model
+
+
 def channels_last(model: torch.nn.Module) -> torch.nn.Module:
     """Convolutions in channels_last; Module.to(memory_format=...) refuses the 5-D agent-bias parameters."""
     for module in model.modules():
@@ -75,8 +84,9 @@ def capture_graph(fn):
 
 
 def measure_inference(name, batch, size, features_only, mode, warmup, iters):
-    """mode: 'eager', 'compile' (torch.compile) or 'graph' (eager model replayed from a CUDA graph)."""
-    model = channels_last(create(name, img_size=size).cuda().eval())
+    """mode: 'eager', 'compile' (torch.compile), 'graph' (eager model replayed from a CUDA graph) or 'fused-ln'
+    (eager, fused LayerNorms)."""
+    model = channels_last(build(name, mode, img_size=size).eval())
     forward = model.forward_features if features_only else model
     if mode == 'compile':
         forward = torch.compile(forward)
@@ -93,10 +103,10 @@ def measure_inference(name, batch, size, features_only, mode, warmup, iters):
     return batch * 1000 / ms, torch.cuda.max_memory_allocated() / 2**30
 
 
-def measure_training(name, batch, size, compile_model, warmup, iters):
-    model = channels_last(create(name).cuda().train())
+def measure_training(name, batch, size, mode, warmup, iters):
+    model = channels_last(build(name, mode).train())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
-    forward = torch.compile(model) if compile_model else model
+    forward = torch.compile(model) if mode == 'compile' else model
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device='cuda')
 
@@ -111,10 +121,10 @@ def measure_training(name, batch, size, compile_model, warmup, iters):
     return batch * 1000 / ms, torch.cuda.max_memory_allocated() / 2**30
 
 
-def nan_check(name, steps, batch=32, size=224):
+def nan_check(name, steps, batch=32, size=224, mode='eager'):
     """Train on one fixed batch under bf16 autocast; loss and grads must stay finite (and the loss should fall)."""
     torch.manual_seed(0)
-    model = create(name).cuda().train()
+    model = build(name, mode).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
     x = torch.randn(batch, 3, size, size, device='cuda')
     y = torch.randint(0, 1000, (batch,), device='cuda')
@@ -156,6 +166,9 @@ def main(argv=None):
                         help='also measure these models under torch.compile (no names: all)')
     parser.add_argument('--graph', nargs='*', default=None, metavar='MODEL',
                         help='also measure inference of these models replayed from CUDA graphs (no names: all)')
+    parser.add_argument('--fused-layer-norm', nargs='*', default=None, metavar='MODEL',
+                        help='also measure these models (no names: all) with their LayerNorms swapped for '
+                             'linattn_vision.layers.LayerNorm (rows "fused-ln"; also in the NaN check)')
     parser.add_argument('--sizes', nargs='+', type=int, default=[1024, 2048], help='backbone-only batch-1 sizes')
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--iters', type=int, default=20)
@@ -185,7 +198,9 @@ def main(argv=None):
     print('| ' + ' | '.join(header) + ' |')
     print('|' + '|'.join('---' for _ in header) + '|')
     graphed = [] if args.graph is None else (args.graph or args.models)
-    rows = [(m, 'eager') for m in args.models] + [(m, 'graph') for m in graphed] + [(m, 'compile') for m in compiled]
+    fused = [] if args.fused_layer_norm is None else (args.fused_layer_norm or args.models)
+    rows = ([(m, 'eager') for m in args.models] + [(m, 'fused-ln') for m in fused] + [(m, 'graph') for m in graphed]
+            + [(m, 'compile') for m in compiled])
     for name, mode in rows:
         if time.time() - start > args.time_budget:
             print(f'| {name} | {mode} | skipped (time budget) |')
@@ -199,7 +214,7 @@ def main(argv=None):
         torch._dynamo.reset()
         # training is not captured in a graph (the optimizer step and autograd would need a static setup)
         train, train_mem = ('-', '-') if mode == 'graph' else run_guarded(
-            measure_training, name, args.batch, 224, mode == 'compile', 3, args.iters)
+            measure_training, name, args.batch, 224, mode, 3, args.iters)
         cells = ([name, mode, fmt(infer), fmt(infer_mem, '.2f')]
                  + [fmt(b[0], '.2f') for b in big] + [fmt(b[1], '.2f') for b in big]
                  + [fmt(train), fmt(train_mem, '.2f')])
@@ -208,9 +223,11 @@ def main(argv=None):
         print(f'\n# {args.nan_steps}-step bf16 autocast training on one fixed batch of 32 (AdamW 5e-4, clip 5)')
         print('| model | first loss | last loss | max |grad| | all finite |')
         print('|---|---|---|---|---|')
-        for name in [m for m in args.models if m in OURS or m.startswith(('flatten_', 'agent_'))]:
-            first, last, max_grad, finite = nan_check(name, args.nan_steps)
-            print(f'| {name} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {finite} |', flush=True)
+        ours = [m for m in args.models if m in OURS or m.startswith(('flatten_', 'agent_'))]
+        for name, mode in [(m, 'eager') for m in ours] + [(m, 'fused-ln') for m in ours if m in fused]:
+            first, last, max_grad, finite = nan_check(name, args.nan_steps, mode=mode)
+            label = name if mode == 'eager' else f'{name} (fused-ln)'
+            print(f'| {label} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {finite} |', flush=True)
     print(f'# total {time.time() - start:.0f} s')
 
 

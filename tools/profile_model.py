@@ -15,14 +15,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_attention import profile_calls  # noqa: E402
-from benchmark_models import channels_last, create  # noqa: E402
+from benchmark_models import build, channels_last  # noqa: E402
 
 
 def profile(name, size, batch, features, train, iters, rows, fused_layer_norm=False):
-    model = channels_last(create(name, img_size=size).cuda().train(train))
-    if fused_layer_norm:
-        from linattn_vision.layers import fuse_layer_norms
-        print(f'\n# {name}: {fuse_layer_norms(model)} LayerNorms replaced by the fused LayerNorm')
+    model = channels_last(build(name, 'fused-ln' if fused_layer_norm else 'eager', img_size=size).train(train))
     forward = model.forward_features if features else model
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
 
@@ -37,7 +34,8 @@ def profile(name, size, batch, features, train, iters, rows, fused_layer_norm=Fa
     events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
     events.sort(key=lambda e: -e.device_time_total)
     total = sum(e.self_device_time_total for e in events) / iters / 1e3
-    print(f'\n# {name} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
+    label = name + (' (fused LayerNorm)' if fused_layer_norm else '')
+    print(f'\n# {label} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
           f'{total:.2f} ms of CUDA kernels per call')
     for e in events[:rows]:
         print(f'{e.self_device_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
@@ -54,8 +52,8 @@ def main():
     parser.add_argument('--rows', type=int, default=15)
     parser.add_argument('--fused-layer-norm', action='store_true',
                         help='profile each model twice: as built, then with its LayerNorms replaced by '
-                             'linattn_vision.layers.LayerNorm (Triton kernels under autocast: fp32 statistics, output in the '
-                             'autocast dtype, forward and backward)')
+                             'linattn_vision.layers.LayerNorm (Triton kernels under autocast: fp32 statistics, '
+                             'output in the autocast dtype, forward and backward)')
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('profile_model.py needs a CUDA GPU')
