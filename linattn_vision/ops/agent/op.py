@@ -12,14 +12,16 @@ head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens).
 import torch
 import torch.nn.functional as F
 
-# SDPA's memory-efficient kernel takes 64 queries per program; below this many programs it leaves the GPU idle
+# SDPA's memory-efficient kernel takes this many queries per program; below MIN_SDPA_PROGRAMS programs it leaves
+# the GPU idle
+SDPA_QUERIES_PER_PROGRAM = 64
 MIN_SDPA_PROGRAMS = 64
 
 
 def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
     """Whether the aggregation step should skip SDPA (too few programs to fill a GPU; see the module note)."""
     B, h, n, _ = agent.shape
-    return agent.is_cuda and dropout_p == 0.0 and B * h * -(-n // 64) < MIN_SDPA_PROGRAMS
+    return agent.is_cuda and dropout_p == 0.0 and B * h * -(-n // SDPA_QUERIES_PER_PROGRAM) < MIN_SDPA_PROGRAMS
 
 
 def _attend(query, key, value, bias, scale):

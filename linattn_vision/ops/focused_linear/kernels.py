@@ -16,16 +16,14 @@ resolution does not recompile.
 Set TRITON_INTERPRET=1 before importing this module to run the kernels on CPU tensors (tests do this).
 """
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .._triton import sm_count
+from .._triton import INTERPRET, sm_count
 from .layout import state_size, tile_dims
 
-INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # Launch-parameter overrides for tuning sweeps, {'all' | pass name: {BLOCK_N, num_warps, num_stages,
 # splits_per_sm, maxnreg (optional register cap per thread)}}; empty in normal use. Pass names: 'fwd_state',
 # 'fwd_out', 'bwd_q', 'bwd_kv'.
