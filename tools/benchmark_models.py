@@ -4,13 +4,21 @@
     python tools/benchmark_models.py --compile flatten_swin_t swin_tiny_patch4_window7_224
     python tools/benchmark_models.py --models flatten_swin_t agent_swin_t --nan-steps 200
     python tools/benchmark_models.py --graph              # also inference replayed from CUDA graphs
+    python tools/benchmark_models.py --native-layer-norm flatten_swin_t   # A/B of the backbones' fused LayerNorm
+    python tools/benchmark_models.py --layer-norm-ab flatten_swin_t swin_tiny_patch4_window7_224   # interleaved A/B
 
 Prints one table, every model measured in the same run (so the numbers compare):
   - inference images/s, batch 64 at 224 (whole classifier, bf16 autocast)
   - backbone-only inference images/s, batch 1 at 1024x1024 and 2048x2048 (forward_features, bf16 autocast)
   - training images/s, batch 64 at 224 (forward + backward + AdamW step, bf16 autocast) and its peak memory
 and, with --compile, the 224 settings for the named models under torch.compile; with --graph, the inference
-settings replayed from CUDA graphs (the GPU's time without the host's launch overhead, which bounds batch 1).
+settings replayed from CUDA graphs (the GPU's time without the host's launch overhead, which bounds batch 1);
+with --native-layer-norm, this toolkit's models with their fused inference LayerNorm turned off (rows
+'native-ln'); with --fused-layer-norm, any model with its LayerNorms swapped for that one (rows 'fused-ln').
+A model's rows are measured one after another, so host-speed drift during a run falls between models.
+--layer-norm-ab MODEL... prints instead the fused LayerNorm's interleaved A/B: per model and setting, one model with
+every LayerNorm the fused one, called alternately with the fused path off and on, eager and replayed from CUDA graphs
+(robust to host-speed drift, which moves eager rows of this table by up to 2x on the lent machine).
 --nan-steps N trains each of this toolkit's models N steps on one fixed synthetic batch under bf16 autocast and
 reports the last loss, the largest |grad| seen and whether any loss or gradient was NaN/inf.
 Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
@@ -30,6 +38,7 @@ sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timm  # noqa: E402
 
 import linattn_vision  # noqa: E402,F401  (registers the models)
+from linattn_vision.layers import fused_layer_norm  # noqa: E402
 from benchmark_attention import time_cuda  # noqa: E402  (tools/ is on sys.path when run as a script)
 
 OURS = ['flatten_swin_t', 'agent_swin_t', 'flatten_pvt_t', 'agent_pvt_t', 'flatten_cswin_t']
@@ -84,8 +93,8 @@ def capture_graph(fn):
 
 
 def measure_inference(name, batch, size, features_only, mode, warmup, iters):
-    """mode: 'eager', 'compile' (torch.compile), 'graph' (eager model replayed from a CUDA graph) or 'fused-ln'
-    (eager, fused LayerNorms)."""
+    """mode: 'eager', 'compile' (torch.compile), 'graph' (eager model replayed from a CUDA graph), 'fused-ln'
+    (eager, LayerNorms swapped for the fused one) or 'native-ln' (eager; the caller turns the fused path off)."""
     model = channels_last(build(name, mode, img_size=size).eval())
     forward = model.forward_features if features_only else model
     if mode == 'compile':
@@ -159,6 +168,67 @@ def run_guarded(fn, *args):
         return f'error: {type(e).__name__}', '-'
 
 
+def measure_row(name: str, mode: str, args) -> list[str]:
+    """One table row: the model's 224 inference, backbone-only batch-1 sizes and 224 training settings."""
+    torch._dynamo.reset()
+    infer, infer_mem = run_guarded(measure_inference, name, args.batch, 224, False, mode, 3, args.iters)
+    # compiled rows measure the 224 settings only: each large size is another compile of the whole model
+    big = [('-', '-') if mode == 'compile' else
+           run_guarded(measure_inference, name, 1, s, True, mode, 2, max(5, args.iters // 2))
+           for s in args.sizes]
+    torch._dynamo.reset()
+    # training is not captured in a graph (the optimizer step and autograd would need a static setup)
+    train, train_mem = ('-', '-') if mode == 'graph' else run_guarded(
+        measure_training, name, args.batch, 224, mode, 3, args.iters)
+    return ([name, mode, fmt(infer), fmt(infer_mem, '.2f')]
+            + [fmt(b[0], '.2f') for b in big] + [fmt(b[1], '.2f') for b in big]
+            + [fmt(train), fmt(train_mem, '.2f')])
+
+
+def layer_norm_ab(names, settings=((1, 1024), (1, 2048), (64, 224)), rounds=10, calls=10):
+    """Interleaved A/B of the fused LayerNorm; ms per call, median over rounds of `calls` calls each."""
+    print(f'# {torch.cuda.get_device_name()}, torch {torch.__version__}, {time.strftime("%Y-%m-%d")}: '
+          f'ms per call, median of {rounds} alternating rounds of {calls} (bb = forward_features)')
+    print('| model | setting | eager native | eager fused | graph native | graph fused |')
+    print('|---|---|---|---|---|---|')
+    for name in names:
+        for batch, size in settings:
+            # timm's models get the fused module swapped in; with it off they run torch's LayerNorm as built
+            model = channels_last(build(name, 'fused-ln', img_size=size).eval())
+            forward = model.forward_features if batch == 1 else model
+            x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
+
+            def step(cache=True):
+                with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16, cache_enabled=cache):
+                    forward(x)
+            calls_of = {}
+            for fused in (False, True):
+                with fused_layer_norm(fused):
+                    calls_of['eager', fused] = step
+                    calls_of['graph', fused] = capture_graph(lambda: step(cache=False))
+            times = {key: [] for key in calls_of}
+            for _ in range(rounds):
+                for key, fn in calls_of.items():
+                    with fused_layer_norm(key[1]):
+                        times[key].append(wall_ms(fn, calls))
+            cells = [f'{statistics.median(times[key]):.3f}' for key in
+                     (('eager', False), ('eager', True), ('graph', False), ('graph', True))]
+            setting = f'{"bb " if batch == 1 else ""}b{batch}@{size}'
+            print(f'| {name} | {setting} | ' + ' | '.join(cells) + ' |', flush=True)
+            del model, calls_of
+            torch.cuda.empty_cache()
+
+
+def wall_ms(fn, calls: int) -> float:
+    """Wall milliseconds per call of fn over `calls` calls, the GPU synchronised before and after."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e3
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='+', default=OURS + BASELINES)
@@ -168,7 +238,13 @@ def main(argv=None):
                         help='also measure inference of these models replayed from CUDA graphs (no names: all)')
     parser.add_argument('--fused-layer-norm', nargs='*', default=None, metavar='MODEL',
                         help='also measure these models (no names: all) with their LayerNorms swapped for '
-                             'linattn_vision.layers.LayerNorm (rows "fused-ln"; also in the NaN check)')
+                             'linattn_vision.layers.LayerNorm (rows "fused-ln"; for timm\'s baselines: this toolkit\'s '
+                             'models have it already)')
+    parser.add_argument('--native-layer-norm', nargs='*', default=None, metavar='MODEL',
+                        help='also measure these models (no names: all) with the fused LayerNorm turned off '
+                             '(linattn_vision.layers.fused_layer_norm(False); rows "native-ln")')
+    parser.add_argument('--layer-norm-ab', nargs='+', default=None, metavar='MODEL',
+                        help='only print the fused LayerNorm\'s interleaved A/B for these models (see above)')
     parser.add_argument('--sizes', nargs='+', type=int, default=[1024, 2048], help='backbone-only batch-1 sizes')
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--iters', type=int, default=20)
@@ -186,6 +262,9 @@ def main(argv=None):
     torch._dynamo.config.recompile_limit = 64
     if args.autograd_main_thread:
         torch.autograd.set_multithreading_enabled(False)
+    if args.layer_norm_ab:
+        layer_norm_ab(args.layer_norm_ab)
+        return
     compiled = args.models if args.compile == [] and '--compile' in (argv or sys.argv) else args.compile
     start = time.time()
     device = torch.cuda.get_device_name()
@@ -199,35 +278,26 @@ def main(argv=None):
     print('|' + '|'.join('---' for _ in header) + '|')
     graphed = [] if args.graph is None else (args.graph or args.models)
     fused = [] if args.fused_layer_norm is None else (args.fused_layer_norm or args.models)
-    rows = ([(m, 'eager') for m in args.models] + [(m, 'fused-ln') for m in fused] + [(m, 'graph') for m in graphed]
-            + [(m, 'compile') for m in compiled])
+    native = [] if args.native_layer_norm is None else (args.native_layer_norm or args.models)
+    modes = [('eager', args.models), ('native-ln', native), ('fused-ln', fused), ('graph', graphed),
+             ('compile', compiled)]
+    rows = [(m, mode) for m in dict.fromkeys(args.models + native + fused + graphed + compiled)
+            for mode, names in modes if m in names]
     for name, mode in rows:
         if time.time() - start > args.time_budget:
             print(f'| {name} | {mode} | skipped (time budget) |')
             continue
-        torch._dynamo.reset()
-        infer, infer_mem = run_guarded(measure_inference, name, args.batch, 224, False, mode, 3, args.iters)
-        # compiled rows measure the 224 settings only: each large size is another compile of the whole model
-        big = [('-', '-') if mode == 'compile' else
-               run_guarded(measure_inference, name, 1, s, True, mode, 2, max(5, args.iters // 2))
-               for s in args.sizes]
-        torch._dynamo.reset()
-        # training is not captured in a graph (the optimizer step and autograd would need a static setup)
-        train, train_mem = ('-', '-') if mode == 'graph' else run_guarded(
-            measure_training, name, args.batch, 224, mode, 3, args.iters)
-        cells = ([name, mode, fmt(infer), fmt(infer_mem, '.2f')]
-                 + [fmt(b[0], '.2f') for b in big] + [fmt(b[1], '.2f') for b in big]
-                 + [fmt(train), fmt(train_mem, '.2f')])
+        with fused_layer_norm(mode != 'native-ln'):
+            cells = measure_row(name, mode, args)
         print('| ' + ' | '.join(cells) + ' |', flush=True)
     if args.nan_steps:
         print(f'\n# {args.nan_steps}-step bf16 autocast training on one fixed batch of 32 (AdamW 5e-4, clip 5)')
         print('| model | first loss | last loss | max |grad| | all finite |')
         print('|---|---|---|---|---|')
         ours = [m for m in args.models if m in OURS or m.startswith(('flatten_', 'agent_'))]
-        for name, mode in [(m, 'eager') for m in ours] + [(m, 'fused-ln') for m in ours if m in fused]:
-            first, last, max_grad, finite = nan_check(name, args.nan_steps, mode=mode)
-            label = name if mode == 'eager' else f'{name} (fused-ln)'
-            print(f'| {label} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {finite} |', flush=True)
+        for name in ours:
+            first, last, max_grad, finite = nan_check(name, args.nan_steps)
+            print(f'| {name} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {finite} |', flush=True)
     print(f'# total {time.time() - start:.0f} s')
 
 

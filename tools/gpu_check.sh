@@ -5,7 +5,7 @@
 #   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T and Swin-T (~4 min)
 #   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training (~1 min)
-#   layernorm  GPU tests of the fused LayerNorm, then the 1024 backbones profiled as built vs with it (~2 min)
+#   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)
 #
 #   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
 #   bash tools/gpu_check.sh tests op         # some parts
@@ -28,7 +28,9 @@ for part in "${parts[@]}"; do
         profile) python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train ;;
         layernorm) python -m pytest -q tests/ops/test_layer_norm.py -m gpu -p no:cacheprovider &&
                    python tools/profile_model.py agent_swin_t flatten_swin_t swin_tiny_patch4_window7_224 \
-                       --size 1024 --features --rows 6 --fused-layer-norm ;;
+                       --size 1024 --features --rows 6 --fused-layer-norm &&
+                   python tools/benchmark_models.py --layer-norm-ab flatten_swin_t agent_swin_t \
+                       swin_tiny_patch4_window7_224 ;;
         *) echo "unknown part '$part' (tests, op, models, compile, profile, layernorm)" >&2; exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

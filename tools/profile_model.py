@@ -2,7 +2,7 @@
 
     python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --size 1024 --batch 1 --features
     python tools/profile_model.py flatten_swin_t --train --batch 64
-    python tools/profile_model.py agent_swin_t --size 1024 --features --fused-layer-norm   # A/B, one process
+    python tools/profile_model.py agent_swin_t --size 1024 --features --fused-layer-norm   # LayerNorm A/B
 
 bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
 total CUDA time over --iters calls, and the total.
@@ -17,9 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_attention import profile_calls  # noqa: E402
 from benchmark_models import build, channels_last  # noqa: E402
 
+from linattn_vision.layers import fused_layer_norm  # noqa: E402
 
-def profile(name, size, batch, features, train, iters, rows, fused_layer_norm=False):
-    model = channels_last(build(name, 'fused-ln' if fused_layer_norm else 'eager', img_size=size).train(train))
+
+def profile(name, size, batch, features, train, iters, rows, layer_norm='as built'):
+    """layer_norm: 'as built', 'native' (every LayerNorm on torch's kernels) or 'fused' (every LayerNorm the
+    fused one: this toolkit's models have it built in, timm's get theirs swapped)."""
+    model = channels_last(build(name, 'fused-ln' if layer_norm == 'fused' else 'eager', img_size=size).train(train))
     forward = model.forward_features if features else model
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
 
@@ -31,10 +35,11 @@ def profile(name, size, batch, features, train, iters, rows, fused_layer_norm=Fa
         else:
             with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16):
                 forward(x)
-    events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
+    with fused_layer_norm(layer_norm != 'native'):
+        events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
     events.sort(key=lambda e: -e.device_time_total)
     total = sum(e.self_device_time_total for e in events) / iters / 1e3
-    label = name + (' (fused LayerNorm)' if fused_layer_norm else '')
+    label = name + ('' if layer_norm == 'as built' else f' ({layer_norm} LayerNorm)')
     print(f'\n# {label} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
           f'{total:.2f} ms of CUDA kernels per call')
     for e in events[:rows]:
@@ -51,15 +56,15 @@ def main():
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--rows', type=int, default=15)
     parser.add_argument('--fused-layer-norm', action='store_true',
-                        help='profile each model twice: as built, then with its LayerNorms replaced by '
-                             'linattn_vision.layers.LayerNorm (Triton kernels under autocast: fp32 statistics, '
-                             'output in the autocast dtype, forward and backward)')
+                        help='profile each model twice: every LayerNorm on torch\'s kernels, then every one '
+                             'linattn_vision.layers.LayerNorm (under autocast in inference: one Triton kernel, '
+                             'fp32 statistics, output in the autocast dtype)')
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('profile_model.py needs a CUDA GPU')
     for name in args.models:
-        for fused in (False, True) if args.fused_layer_norm else (False,):
-            profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows, fused)
+        for layer_norm in ('native', 'fused') if args.fused_layer_norm else ('as built',):
+            profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows, layer_norm)
 
 
 if __name__ == '__main__':

@@ -1,13 +1,13 @@
 """nn.Modules built on the attention ops."""
 from .agent import AgentAttention, AgentCore
 from .focused_linear import FocusedLinearAttention, FocusedLinearCore
-from .norm import LayerNorm, fuse_layer_norms
+from .norm import LayerNorm, fuse_layer_norms, fused_layer_norm
 from .pos_embed import (
     GridCache, relative_position_index, resize_axis, resize_grid, resize_rel_pos_table, resize_tokens_grid, to_hw,
 )
 
 __all__ = [
     'AgentAttention', 'AgentCore', 'FocusedLinearAttention', 'FocusedLinearCore', 'LayerNorm',
-    'GridCache', 'fuse_layer_norms', 'relative_position_index', 'resize_axis', 'resize_grid', 'resize_rel_pos_table',
-    'resize_tokens_grid', 'to_hw',
+    'GridCache', 'fuse_layer_norms', 'fused_layer_norm', 'relative_position_index', 'resize_axis', 'resize_grid',
+    'resize_rel_pos_table', 'resize_tokens_grid', 'to_hw',
 ]

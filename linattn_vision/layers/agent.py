@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
 from ..ops import adaptive_avg_pool_tokens, agent_attention
+from .norm import LayerNorm
 from .pos_embed import GridCache, resize_axis, resize_grid, to_hw
 
 __all__ = ['AgentCore', 'AgentAttention']
@@ -175,7 +176,7 @@ class AgentAttention(AgentCore):
     """Agent attention over a whole token grid, with its projections and the DWC on v.
 
     ``AgentAttention(dim, num_heads, grid_size, agent_num=49, qkv_bias=True, attn_drop=0., proj_drop=0.,
-    split_qkv=False, sr_ratio=1, num_prefix_tokens=0, kernel_size=3, norm_layer=nn.LayerNorm, agent_shape=None)``
+    split_qkv=False, sr_ratio=1, num_prefix_tokens=0, kernel_size=3, norm_layer=LayerNorm, agent_shape=None)``
 
     Covers the official Swin (full-map window), PVT (``q``/``kv`` linears, spatial reduction ``sr`` conv +
     ``norm``), and DeiT (class token, ``num_prefix_tokens=1``) attention modules.
@@ -196,7 +197,7 @@ class AgentAttention(AgentCore):
 
     def __init__(self, dim: int, num_heads: int, grid_size, agent_num: int = 49, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0., split_qkv: bool = False, sr_ratio: int = 1,
-                 num_prefix_tokens: int = 0, kernel_size: int = 3, norm_layer=nn.LayerNorm, agent_shape=None):
+                 num_prefix_tokens: int = 0, kernel_size: int = 3, norm_layer=LayerNorm, agent_shape=None):
         grid_size = to_hw(grid_size)
         if sr_ratio > 1 and not split_qkv:
             raise ValueError('sr_ratio > 1 (spatial reduction of k/v) needs split_qkv=True (official q/kv layout)')

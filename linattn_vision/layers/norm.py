@@ -1,29 +1,54 @@
-"""LayerNorm with a fused autocast path: nn.LayerNorm's parameters and state dict. Meant as the backbones' norm
-layer; not their default yet, because its speed on the GPU has not been measured (issue 9)."""
+"""The backbones' LayerNorm: nn.LayerNorm's parameters and state dict, with a fused inference path under CUDA
+autocast. `fused_layer_norm(False)` (or LINATTN_FUSED_LAYER_NORM=0) turns the fused path off, for A/B runs."""
+import contextlib
+import os
+
 import torch
 from timm.layers import LayerNorm as TimmLayerNorm
 from torch import nn
 
 from ..ops.layer_norm import layer_norm_to
 
+_FUSED = os.environ.get('LINATTN_FUSED_LAYER_NORM', '1') != '0'
+
+
+@contextlib.contextmanager
+def fused_layer_norm(enabled: bool = True):
+    """Inside the block, LayerNorm modules take (enabled) or skip (not enabled) the fused path."""
+    global _FUSED
+    prev, _FUSED = _FUSED, enabled
+    try:
+        yield
+    finally:
+        _FUSED = prev
+
 
 class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm that, under CUDA autocast (not while being compiled), writes its output directly in the
-    autocast dtype with Triton kernels (forward and backward), where autocast would run it in fp32 and the next
-    layer cast the result (see ops/layer_norm). CPU and torch.compile take nn.LayerNorm's path."""
+    """nn.LayerNorm that, in inference under CUDA autocast, writes its output directly in the autocast dtype with
+    one Triton kernel (fp32 statistics), where autocast runs LayerNorm in fp32 and the next layer casts the result
+    (see ops/layer_norm).
+
+    Only where no gradient is needed: measured on an H100 (BENCHMARKS.md, session 6), the fused kernels cut the
+    backbones' GPU time (FLatten-Swin-T b64@1024 inference 217 -> 150 ms of kernels) but a differentiable call
+    costs ~0.4 ms more host time per layer (a Python autograd.Function and its backward on autograd's thread) than
+    the native one, which made every eager training step slower. CPU, training and torch.compile take
+    nn.LayerNorm's path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda and torch.is_autocast_enabled('cuda') and not torch.compiler.is_compiling():
-            return layer_norm_to(x, self.normalized_shape, self.weight, self.bias, self.eps,
-                                 torch.get_autocast_dtype('cuda'))
+        if not torch.compiler.is_compiling() and _FUSED and x.is_cuda and torch.is_autocast_enabled('cuda'):
+            needs_grad = torch.is_grad_enabled() and (
+                x.requires_grad or (self.weight is not None and self.weight.requires_grad))
+            if not needs_grad:
+                return layer_norm_to(x, self.normalized_shape, self.weight, self.bias, self.eps,
+                                     torch.get_autocast_dtype('cuda'))
         return super().forward(x)
 
 
 def fuse_layer_norms(module: nn.Module) -> int:
     """Replace every plain nn.LayerNorm or timm LayerNorm (with weight and bias; not subclasses with other layouts)
     inside ``module`` by :class:`LayerNorm` holding the same parameter objects (optimizers and state dicts see no
-    change), in place, like torch's convert_sync_batchnorm. Works on any model, timm's baselines included. Returns
-    how many were replaced."""
+    change), in place, like torch's convert_sync_batchnorm. For models built elsewhere (timm's baselines); this
+    toolkit's backbones use :class:`LayerNorm` already. Returns how many were replaced."""
     replaced = 0
     for name, child in module.named_children():
         if type(child) in (nn.LayerNorm, TimmLayerNorm) and child.weight is not None and child.bias is not None:

@@ -34,6 +34,7 @@ from timm.models._features import feature_take_indices
 from ..checkpoint import CheckpointError, extract_state_dict
 from ..layers.agent import AgentCore
 from ..layers.focused_linear import FocusedLinearCore
+from ..layers.norm import LayerNorm
 from ..layers.pos_embed import resize_axis, resize_tokens_grid, to_hw
 from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
     drop_stages_after, make_cfg, model_name
@@ -185,7 +186,7 @@ class CSWinBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, attn: str = 'lepe', grid_size=56, split_size: int = 7,
                  single_branch: bool = False, mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0.,
-                 attn_drop: float = 0., drop_path: float = 0., act_layer=nn.GELU, norm_layer=nn.LayerNorm,
+                 attn_drop: float = 0., drop_path: float = 0., act_layer=nn.GELU, norm_layer=LayerNorm,
                  **attn_kwargs):
         super().__init__()
         if attn not in ATTN_KINDS:
@@ -237,7 +238,7 @@ class TokensFromMap(nn.Module):
 class MergeBlock(nn.Module):
     """3x3 stride-2 conv between stages, then LayerNorm (official ``Merge_Block``)."""
 
-    def __init__(self, dim: int, dim_out: int, norm_layer=nn.LayerNorm):
+    def __init__(self, dim: int, dim_out: int, norm_layer=LayerNorm):
         super().__init__()
         self.conv = nn.Conv2d(dim, dim_out, 3, 2, 1)
         self.norm = norm_layer(dim_out)
@@ -285,7 +286,7 @@ class CSWinTransformer(TimmApiMixin, nn.Module):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            norm_layer=nn.LayerNorm,
+            norm_layer=LayerNorm,
     ):
         super().__init__()
         self._check_global_pool(global_pool)
@@ -305,7 +306,7 @@ class CSWinTransformer(TimmApiMixin, nn.Module):
         self.stage1_conv_embed = nn.Sequential(
             nn.Conv2d(in_chans, embed_dim, 7, 4, 2),
             TokensFromMap(),
-            nn.LayerNorm(embed_dim),
+            LayerNorm(embed_dim),
         )
         dpr = calculate_drop_path_rates(drop_path_rate, sum(depth))
         grid = ((self.img_size[0] - 3) // 4 + 1, (self.img_size[1] - 3) // 4 + 1)  # stem output

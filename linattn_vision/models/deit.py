@@ -37,6 +37,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers.agent import AgentAttention
 from ..layers.focused_linear import FocusedLinearAttention
+from ..layers.norm import LayerNorm
 from ..layers.pos_embed import to_hw
 from ..ops import focused_linear_attention
 from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
@@ -86,7 +87,7 @@ class DeiTBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, attn: str = 'softmax', grid_size=14, mlp_ratio: float = 4.,
                  qkv_bias: bool = True, proj_drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
-                 act_layer=nn.GELU, norm_layer=nn.LayerNorm, num_prefix_tokens: int = 1, **attn_kwargs):
+                 act_layer=nn.GELU, norm_layer=LayerNorm, num_prefix_tokens: int = 1, **attn_kwargs):
         super().__init__()
         if attn not in ATTN_KINDS:
             raise ValueError(f'attn must be one of {ATTN_KINDS}, got {attn!r}')
@@ -154,7 +155,7 @@ class DeiT(TimmApiMixin, nn.Module):
         self._check_global_pool(global_pool)
         if attn not in ATTN_KINDS:
             raise ValueError(f'attn must be one of {ATTN_KINDS}, got {attn!r}')
-        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        norm_layer = partial(LayerNorm, eps=1e-6)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim

@@ -24,11 +24,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from timm.layers import DropPath, LayerNorm, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..layers import AgentAttention, FocusedLinearAttention, GridCache, resize_axis, resize_tokens_grid, to_hw
+from ..layers import (
+    AgentAttention, FocusedLinearAttention, GridCache, LayerNorm, resize_axis, resize_tokens_grid, to_hw,
+)
 from ._builder import (
     TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, drop_stages_after,
     make_cfg, model_name, official_state_dict, per_stage, stage_intermediates,
@@ -46,7 +48,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim)  # default eps here, as in the official patch embedding
+        self.norm = LayerNorm(embed_dim)  # default eps here, as in the official patch embedding
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, FeatSize]:
         x = self.proj(x)

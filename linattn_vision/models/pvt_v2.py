@@ -18,11 +18,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from timm.layers import LayerNorm
 from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..layers import FocusedLinearAttention, to_hw
+from ..layers import FocusedLinearAttention, LayerNorm, to_hw
 from ._builder import TimmApiMixin, build_official_model, drop_stages_after, make_cfg, stage_intermediates
 from .pvt import Block, check_image_batch, filter_state_dict, stage_args
 
@@ -39,7 +38,7 @@ class OverlapPatchEmbed(nn.Module):
         if patch_size <= stride:
             raise ValueError(f'patch_size ({patch_size}) must be larger than stride ({stride}) to overlap')
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride, padding=patch_size // 2)
-        self.norm = nn.LayerNorm(embed_dim)  # default eps here, as in the official patch embedding
+        self.norm = LayerNorm(embed_dim)  # default eps here, as in the official patch embedding
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, FeatSize]:
         x = self.proj(x)

@@ -43,8 +43,8 @@ from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import (
-    AgentAttention, FocusedLinearAttention, GridCache, relative_position_index, resize_axis, resize_rel_pos_table,
-    resize_tokens_grid, to_hw,
+    AgentAttention, FocusedLinearAttention, GridCache, LayerNorm, relative_position_index, resize_axis,
+    resize_rel_pos_table, resize_tokens_grid, to_hw,
 )
 from ._builder import (
     TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg,
@@ -156,7 +156,7 @@ class SwinBlock(nn.Module):
             attn_drop: float = 0.,
             drop_path: float = 0.,
             act_layer: Callable[..., nn.Module] = nn.GELU,
-            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+            norm_layer: Callable[..., nn.Module] = LayerNorm,
     ):
         super().__init__()
         if attn_type not in ATTN_TYPES:
@@ -263,7 +263,7 @@ class PatchMerging(nn.Module):
     """2x2 neighbourhood concat (official order: (0,0), (1,0), (0,1), (1,1)), LayerNorm, linear 4C -> 2C.
     Odd maps are zero-padded on the bottom / right."""
 
-    def __init__(self, dim: int, norm_layer: Callable[..., nn.Module] = nn.LayerNorm):
+    def __init__(self, dim: int, norm_layer: Callable[..., nn.Module] = LayerNorm):
         super().__init__()
         self.norm = norm_layer(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
@@ -280,7 +280,7 @@ class PatchEmbed(nn.Module):
     """Non-overlapping patches (strided conv) + LayerNorm, NCHW image -> NHWC map; pads to whole patches."""
 
     def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
-                 norm_layer: Optional[Callable[..., nn.Module]] = nn.LayerNorm):
+                 norm_layer: Optional[Callable[..., nn.Module]] = LayerNorm):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
@@ -380,7 +380,7 @@ class SwinTransformer(TimmApiMixin, nn.Module):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.1,
-            norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+            norm_layer: Callable[..., nn.Module] = LayerNorm,
     ):
         super().__init__()
         self._check_global_pool(global_pool)

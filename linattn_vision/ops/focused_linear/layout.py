@@ -4,7 +4,6 @@ Every kernel program holds a [H_PAD, BLOCK_N, D_PAD] tile (all heads of BLOCK_N 
 normalises over the full C channels of a token) and a per-head (H_PAD, D_PAD, D_PAD) state, so each per-head
 product is one batched 3D dot and no tensor-core work is spent on other heads' blocks.
 """
-import functools
 
 # Largest per-head state (H_PAD * D_PAD * D_PAD fp32 values) the kernels take with half inputs: at 16K (16 heads
 # of 32) the backward asked for 320 KB of shared memory on an H100 (limit 227 KB); fp32 inputs (fp32 dot operands,
@@ -22,9 +21,9 @@ def tile_dims(num_heads: int, head_dim: int) -> tuple[int, int]:
     return next_pow2(num_heads), max(16, next_pow2(head_dim))
 
 
-@functools.lru_cache(maxsize=None)
 def kernels_support(num_heads: int, head_dim: int, fp32: bool = False) -> bool:
-    """Whether the Triton kernels take this head layout and precision (otherwise the op uses the exact path)."""
+    """Whether the Triton kernels take this head layout and precision (otherwise the op uses the exact path).
+    Not lru_cached: it is cheap, and torch.compile warns about every lru_cache it traces through."""
     if num_heads > 32 or head_dim > 128:
         return False
     h_pad, d_pad = tile_dims(num_heads, head_dim)
