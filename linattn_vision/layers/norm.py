@@ -1,26 +1,18 @@
 """The backbones' LayerNorm: nn.LayerNorm's parameters and state dict, with a fused inference path under CUDA
 autocast. `fused_layer_norm(False)` (or LINATTN_FUSED_LAYER_NORM=0) turns the fused path off, for A/B runs."""
-import contextlib
-import os
-
 import torch
 from timm.layers import LayerNorm as TimmLayerNorm
 from torch import nn
 
+from .._switch import Switch
 from ..ops.layer_norm import layer_norm_to
 
-_FUSED = os.environ.get('LINATTN_FUSED_LAYER_NORM', '1') != '0'
+_FUSED = Switch('LINATTN_FUSED_LAYER_NORM', default_on=True)
 
 
-@contextlib.contextmanager
 def fused_layer_norm(enabled: bool = True):
-    """Inside the block, LayerNorm modules take (enabled) or skip (not enabled) the fused path."""
-    global _FUSED
-    prev, _FUSED = _FUSED, enabled
-    try:
-        yield
-    finally:
-        _FUSED = prev
+    """``with fused_layer_norm(False):`` LayerNorm modules skip the fused path inside the block (True: take it)."""
+    return _FUSED.set(enabled)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -35,7 +27,7 @@ class LayerNorm(nn.LayerNorm):
     nn.LayerNorm's path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling() and _FUSED and x.is_cuda and torch.is_autocast_enabled('cuda'):
+        if not torch.compiler.is_compiling() and _FUSED.on and x.is_cuda and torch.is_autocast_enabled('cuda'):
             needs_grad = torch.is_grad_enabled() and (
                 x.requires_grad or (self.weight is not None and self.weight.requires_grad))
             if not needs_grad:

@@ -96,9 +96,9 @@ def test_cpu_dispatch_is_the_reference_and_accepts_model_shapes():
     ref = focused_linear_attention_reference(q, k, v, scale, pos, 2)
     assert torch.equal(out, ref)
     with use_reference():
-        assert op_module._FORCE_REFERENCE
+        assert op_module._FORCE_REFERENCE.on
         assert torch.equal(focused_linear_attention(q, k, v, scale, pos, num_heads=2), ref)
-    assert not op_module._FORCE_REFERENCE
+    assert not op_module._FORCE_REFERENCE.on
 
 
 @pytest.mark.parametrize('bad, message', [

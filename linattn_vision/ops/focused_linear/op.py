@@ -8,30 +8,24 @@ are opaque to torch.compile (it traces around them through their fake implementa
 on CPU: with TRITON_INTERPRET=1 set before the first call they run the Triton kernels in Triton's interpreter,
 otherwise an exact PyTorch computation of the same outputs.
 """
-import contextlib
-import os
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from ..._switch import Switch
 from .._triton import INTERPRET, load_kernels
 from .layout import kernels_support, state_size, tile_dims
 from .reference import EPS_DENOM, EPS_RELU, focus_with_divisor, focused_linear_attention_reference
 
-_FORCE_REFERENCE = os.environ.get('LINATTN_FORCE_REFERENCE', '0') == '1'
+_FORCE_REFERENCE = Switch('LINATTN_FORCE_REFERENCE', default_on=False)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@contextlib.contextmanager
 def use_reference(enabled: bool = True):
-    """Force the exact PyTorch path inside the block (e.g. to compare against the kernels)."""
-    global _FORCE_REFERENCE
-    prev, _FORCE_REFERENCE = _FORCE_REFERENCE, enabled
-    try:
-        yield
-    finally:
-        _FORCE_REFERENCE = prev
+    """``with use_reference():`` forces the exact PyTorch path inside the block (e.g. to compare against the
+    kernels)."""
+    return _FORCE_REFERENCE.set(enabled)
 
 
 def _load_kernels():
@@ -235,7 +229,7 @@ def focused_linear_attention(q, k, v, scale, pos=None, num_heads: int = 1, focus
     B, N, C = q.shape
     head_dim = C // num_heads
     # device first: under torch.jit.trace (FLOP counters) sizes are tensors, and CPU tensors never need the layout
-    use_kernels = (not _FORCE_REFERENCE and _runs_triton(q) and all(t.dtype in _KERNEL_DTYPES for t in (q, k, v))
+    use_kernels = (not _FORCE_REFERENCE.on and _runs_triton(q) and all(t.dtype in _KERNEL_DTYPES for t in (q, k, v))
                    and kernels_support(int(num_heads), int(head_dim),
                                        torch.float32 in (q.dtype, k.dtype, v.dtype)))
     if not use_kernels:
