@@ -4,7 +4,7 @@
 #   tests    pytest -m gpu of the op (~2.5 min)          op       the op table, all methods (~3 min)
 #   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T and Swin-T (~4 min)
-#   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training (~1 min)
+#   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled (~3 min)
 #   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)
 #
 #   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
@@ -25,7 +25,8 @@ for part in "${parts[@]}"; do
         models) python tools/benchmark_models.py --graph --nan-steps 200 ;;
         compile) python tools/benchmark_models.py --models flatten_swin_t swin_tiny_patch4_window7_224 \
                      --compile flatten_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
-        profile) python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train ;;
+        profile) python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train &&
+                 python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile ;;
         layernorm) python -m pytest -q tests/ops/test_layer_norm.py -m gpu -p no:cacheprovider &&
                    python tools/profile_model.py agent_swin_t flatten_swin_t swin_tiny_patch4_window7_224 \
                        --size 1024 --features --rows 6 --fused-layer-norm &&

@@ -3,6 +3,7 @@
     python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --size 1024 --batch 1 --features
     python tools/profile_model.py flatten_swin_t --train --batch 64
     python tools/profile_model.py agent_swin_t --size 1024 --features --fused-layer-norm   # LayerNorm A/B
+    python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile
 
 bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
 total CUDA time over --iters calls, and the total.
@@ -20,11 +21,14 @@ from benchmark_models import build, channels_last  # noqa: E402
 from linattn_vision.layers import fused_layer_norm  # noqa: E402
 
 
-def profile(name, size, batch, features, train, iters, rows, layer_norm='as built'):
+def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False):
     """layer_norm: 'as built', 'native' (every LayerNorm on torch's kernels) or 'fused' (every LayerNorm the
     fused one: this toolkit's models have it built in, timm's get theirs swapped)."""
     model = channels_last(build(name, 'fused-ln' if layer_norm == 'fused' else 'eager', img_size=size).train(train))
     forward = model.forward_features if features else model
+    if compiled:
+        torch._dynamo.reset()
+        forward = torch.compile(forward)  # compiled by profile_calls' warm-up calls
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
 
     def step():
@@ -37,9 +41,9 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
                 forward(x)
     with fused_layer_norm(layer_norm != 'native'):
         events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
-    events.sort(key=lambda e: -e.device_time_total)
+    events.sort(key=lambda e: -e.self_device_time_total)  # kernels first, not the regions that hold them
     total = sum(e.self_device_time_total for e in events) / iters / 1e3
-    label = name + ('' if layer_norm == 'as built' else f' ({layer_norm} LayerNorm)')
+    label = name + ('' if layer_norm == 'as built' else f' ({layer_norm} LayerNorm)') + (' compiled' if compiled else '')
     print(f'\n# {label} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
           f'{total:.2f} ms of CUDA kernels per call')
     for e in events[:rows]:
@@ -55,6 +59,7 @@ def main():
     parser.add_argument('--train', action='store_true', help='forward + backward instead of inference')
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--rows', type=int, default=15)
+    parser.add_argument('--compile', action='store_true', help='profile the torch.compile\'d model')
     parser.add_argument('--fused-layer-norm', action='store_true',
                         help='profile each model twice: every LayerNorm on torch\'s kernels, then every one '
                              'linattn_vision.layers.LayerNorm (under autocast in inference: one Triton kernel, '
@@ -62,9 +67,12 @@ def main():
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('profile_model.py needs a CUDA GPU')
+    # every block type of a model is its own compiled frame (as in benchmark_models.py)
+    torch._dynamo.config.recompile_limit = 64
     for name in args.models:
         for layer_norm in ('native', 'fused') if args.fused_layer_norm else ('as built',):
-            profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows, layer_norm)
+            profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows, layer_norm,
+                    args.compile)
 
 
 if __name__ == '__main__':
