@@ -6,7 +6,7 @@
     python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile
 
 bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
-total CUDA time over --iters calls, and the total.
+their own (self) CUDA time over --iters calls, and the total.
 """
 import argparse
 import os
@@ -43,7 +43,8 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
         events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
     events.sort(key=lambda e: -e.self_device_time_total)  # kernels first, not the regions that hold them
     total = sum(e.self_device_time_total for e in events) / iters / 1e3
-    label = name + ('' if layer_norm == 'as built' else f' ({layer_norm} LayerNorm)') + (' compiled' if compiled else '')
+    label = (name + ('' if layer_norm == 'as built' else f' ({layer_norm} LayerNorm)')
+             + (' compiled' if compiled else ''))
     print(f'\n# {label} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
           f'{total:.2f} ms of CUDA kernels per call')
     for e in events[:rows]:
