@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from ..ops import adaptive_avg_pool_tokens, agent_attention
+from ..ops import adaptive_avg_pool_tokens, agent_attention, depthwise_conv_tokens
 from .norm import LayerNorm
 from .pos_embed import GridCache, resize_axis, resize_grid, to_hw
 
@@ -239,13 +239,14 @@ class AgentAttention(AgentCore):
             q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
             kv_hw = (H, W)
         out = self.attend(q, k, v, (H, W), kv_hw)
-        v_grid = v[:, P:].transpose(1, 2).reshape(B, C, *kv_hw)
-        if kv_hw != (H, W):
-            v_grid = F.interpolate(v_grid, size=(H, W), mode='bilinear')
-        conv = self.dwc(v_grid).flatten(2).transpose(1, 2)
-        if P:
-            out = torch.cat([out[:, :P], out[:, P:] + conv], dim=1)
+        if not P and kv_hw == (H, W) and self.dwc.padding == (self.dwc.kernel_size[0] // 2,) * 2:
+            # v as the projection wrote it, the add in the same pass (one Triton kernel in inference on CUDA)
+            out = depthwise_conv_tokens(v, self.dwc.weight, self.dwc.bias, (H, W), out)
         else:
-            out = out + conv
+            v_grid = v[:, P:].transpose(1, 2).reshape(B, C, *kv_hw)
+            if kv_hw != (H, W):
+                v_grid = F.interpolate(v_grid, size=(H, W), mode='bilinear')
+            conv = self.dwc(v_grid).flatten(2).transpose(1, 2)
+            out = torch.cat([out[:, :P], out[:, P:] + conv], dim=1) if P else out + conv
         out = self.proj(out)
         return self.proj_drop(out)

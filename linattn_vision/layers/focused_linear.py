@@ -6,13 +6,12 @@ Parameter names follow the official release (``qkv`` or ``q``/``kv``, ``proj``, 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..ops import focused_linear_attention
+from ..ops import depthwise_conv_tokens, focused_linear_attention
 from .pos_embed import GridCache, resize_tokens_grid, to_hw
 
 __all__ = ['FocusedLinearCore', 'FocusedLinearAttention']
@@ -58,19 +57,13 @@ class FocusedLinearCore(nn.Module):
         pos = self.positional_encoding
         return self._pos_cache.get(hw, (pos,), lambda: resize_tokens_grid(pos, self.grid_size, hw, 'bicubic'))
 
-    def value_conv(self, v: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
-        """DWC on v per head (one kernel shared by the heads): (B, H*W, C) -> (B, H*W, C).
+    def value_conv(self, v: torch.Tensor, hw: Sequence[int], residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """DWC on v per head (one kernel shared by the heads): (B, H*W, C) -> (B, H*W, C), plus ``residual``.
 
-        Run as a C-channel depthwise conv with the head kernel repeated per head, on v's channels-last
-        (B, C, H, W) view: the same numbers as convolving each head apart, without copying v into a per-head
-        layout or the result back."""
-        B, N, C = v.shape
-        H, W = to_hw(hw)
-        grid = v.transpose(1, 2).reshape(B, C, H, W)
-        weight = self.dwc.weight.repeat(self.num_heads, 1, 1, 1)
-        bias = None if self.dwc.bias is None else self.dwc.bias.repeat(self.num_heads)
-        out = F.conv2d(grid, weight, bias, padding=self.dwc.padding, groups=C)
-        return out.flatten(2).transpose(1, 2)
+        A C-channel depthwise conv with the head kernel repeated per head, on v as it lies (a slice of qkv): the
+        same numbers as convolving each head apart, without copying v into a per-head layout
+        (:func:`~linattn_vision.ops.depthwise_conv_tokens`; one Triton kernel with the add in inference on CUDA)."""
+        return depthwise_conv_tokens(v, self.dwc.weight, self.dwc.bias, to_hw(hw), residual)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         """q, k, v (B, H*W, C) on the (H, W) grid ``hw`` -> (B, H*W, C).
@@ -84,7 +77,7 @@ class FocusedLinearCore(nn.Module):
         pos = self.pos_embed(hw)
         x = focused_linear_attention(q, k, v, self.scale, pos[0], num_heads=self.num_heads,
                                      focusing_factor=self.focusing_factor)
-        return x + self.value_conv(v, hw)
+        return self.value_conv(v, hw, residual=x)
 
     def extra_repr(self) -> str:
         return (f'dim={self.dim}, num_heads={self.num_heads}, grid_size={self.grid_size}, '

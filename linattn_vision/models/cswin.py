@@ -35,6 +35,7 @@ from ..checkpoint import CheckpointError, extract_state_dict
 from ..layers.agent import AgentCore
 from ..layers.focused_linear import FocusedLinearCore
 from ..layers.norm import LayerNorm
+from ..ops import softmax_attention
 from ..layers.pos_embed import resize_axis, resize_tokens_grid, to_hw
 from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
     drop_stages_after, make_cfg, model_name
@@ -124,8 +125,7 @@ class LePEAttention(nn.Module):
 
         h, d = self.num_heads, C // self.num_heads
         q, k, v = (t.reshape(Bs, n, h, d).transpose(1, 2) for t in (q, k, v))
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
-                                           dropout_p=self.attn_drop if self.training else 0.)
+        x = softmax_attention(q, k, v, mask, dropout_p=self.attn_drop if self.training else 0., scale=self.scale)
         x = x.transpose(1, 2).reshape(Bs, n, C) + lepe
 
         x = x.reshape(B, Hp // sh, Wp // sw, sh, sw, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)

@@ -46,6 +46,7 @@ from ..layers import (
     AgentAttention, FocusedLinearAttention, GridCache, LayerNorm, relative_position_index, resize_axis,
     resize_rel_pos_table, resize_tokens_grid, to_hw,
 )
+from ..ops import softmax_attention
 from ._builder import (
     TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg,
     official_state_dict, per_stage,
@@ -124,8 +125,8 @@ class WindowAttention(nn.Module):
             q, k, v = (t.reshape(B, nW * h, N, d) for t in (q, k, v))
         else:
             q, k, v = (t.reshape(B * nW, h, N, d) for t in (q, k, v))
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                           dropout_p=self.attn_drop if self.training else 0., scale=self.scale)
+        x = softmax_attention(q, k, v, bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.,
+                              scale=self.scale)
         x = x.reshape(B, nW, h, N, d).transpose(2, 3).reshape(B, nW, N, C)
         return self.proj_drop(self.proj(x))
 

@@ -2,8 +2,11 @@
 from .focused_linear import focused_linear_attention, focused_linear_attention_reference
 from .agent import adaptive_avg_pool_tokens, agent_attention, agent_attention_reference
 from .layer_norm import layer_norm_to
+from .softmax_attention import softmax_attention
+from .depthwise_conv import depthwise_conv_tokens
 
 __all__ = [
     'focused_linear_attention', 'focused_linear_attention_reference',
     'agent_attention', 'agent_attention_reference', 'adaptive_avg_pool_tokens', 'layer_norm_to',
+    'softmax_attention', 'depthwise_conv_tokens',
 ]

@@ -1,18 +1,28 @@
 """Lazy import of the ops' Triton kernel modules, and what their launchers share."""
 import functools
 import importlib
+import importlib.util
 import os
+
+import torch
 
 # Read once: CPU tensors go through Triton's interpreter only if the process started with TRITON_INTERPRET=1.
 INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 # module name -> module, or None where triton is missing (a plain dict, not lru_cache: torch.compile traces the ops'
 # dispatch, and a dict lookup is what it handles without a graph break)
 _LOADED: dict = {}
+# Whether triton is installed, without importing it: what a kernel module not yet loaded is taken to give while
+# torch.compile traces (it cannot trace an import; the op's implementation imports it when it first runs).
+TRITON_FOUND = importlib.util.find_spec('triton') is not None
 
 
 def load_kernels(module: str):
     """The kernel module (imported on first use, so TRITON_INTERPRET is read when its kernels are defined), or None
-    where triton is missing: the ops then take their PyTorch paths."""
+    where triton is missing: the ops then take their PyTorch paths. While torch.compile traces, a module not yet
+    imported is reported as there (True) if triton is installed, else None: an import inside a traced function is a
+    graph break (seen in every FLatten block of a compiled model whose first call was compiled)."""
+    if module not in _LOADED and torch.compiler.is_compiling():
+        return TRITON_FOUND or None
     if module not in _LOADED:
         try:
             _LOADED[module] = importlib.import_module(module)

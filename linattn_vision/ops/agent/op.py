@@ -2,7 +2,7 @@
 
 agent aggregation: V_A = softmax(A K^T * s + B1) V      (agents attend to all tokens)
 agent broadcast:   O   = softmax(Q A^T * s + B2) V_A    (tokens attend to the agents)
-Both softmax steps go through scaled_dot_product_attention with an additive float bias that broadcasts
+Both softmax steps go through scaled_dot_product_attention (``ops.softmax_attention``) with an additive float bias that broadcasts
 over the batch, so fused kernels do the work and memory stays linear in N. One exception: SDPA's CUDA kernels
 parallelise over (batch, head, block of queries) only, and the aggregation step has just n agents (49) as
 queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536 tokens) it runs
@@ -10,7 +10,8 @@ on a handful of SMs. There the aggregation is computed as matmul, softmax, matmu
 head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens).
 """
 import torch
-import torch.nn.functional as F
+
+from ..softmax_attention import softmax_attention
 
 # SDPA's memory-efficient kernel takes this many queries per program; below MIN_SDPA_PROGRAMS programs it leaves
 # the GPU idle
@@ -48,9 +49,8 @@ def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None
     if _aggregation_by_matmul(agent, dropout_p):
         agent_v = _attend(agent, k, v, agent_bias, scale)
     else:
-        agent_v = F.scaled_dot_product_attention(agent, k, v, attn_mask=agent_bias, dropout_p=dropout_p,
-                                                 scale=scale)
-    return F.scaled_dot_product_attention(q, agent, agent_v, attn_mask=query_bias, dropout_p=dropout_p, scale=scale)
+        agent_v = softmax_attention(agent, k, v, agent_bias, dropout_p=dropout_p, scale=scale)
+    return softmax_attention(q, agent, agent_v, query_bias, dropout_p=dropout_p, scale=scale)
 
 
 def agent_attention_reference(q, k, v, agent, agent_bias=None, query_bias=None, scale=None):

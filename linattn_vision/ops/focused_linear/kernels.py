@@ -38,10 +38,14 @@ COMPILE_STATS = None
 # backward passes keep more tiles live and want fewer tokens per program. Swin-T stage 1's key/value backward
 # ran 11 % faster capped at 168 registers per thread (3 programs per SM instead of 2, a few spills); the other
 # passes, and width 256, ran slower capped (session-4 sweep of caps 168 / 128 / 96 on Swin-T stages 1 and 2).
+# The forward state pass of widths 128 and 256 takes 2 splits per SM, not 8: every split writes a whole fp32 state
+# (17 KB at width 128) that is then summed, which at batch 1 cost more than the tokens (session 7, graph replay of
+# the forward: Swin-T stage 1 at 1024x1024 80.6 -> 67.1 us, stage 2 73.4 -> 52.4, 2048x2048 188.4 -> 179.3, the
+# benchmark's batch-128 stage 1 257.0 -> 243.2, the detection-size stage 1 121.2 -> 102.2).
 _TUNED = {
     64: {'fwd_state': (64, 4, 3, 8), 'fwd_out': (32, 4, 3, 8), 'bwd_q': (32, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
-    128: {'fwd_state': (32, 4, 3, 8), 'fwd_out': (16, 4, 3, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8, 168)},
-    256: {'fwd_state': (16, 4, 3, 8), 'fwd_out': (16, 8, 3, 2), 'bwd_q': (16, 8, 3, 2), 'bwd_kv': (16, 8, 3, 2)},
+    128: {'fwd_state': (32, 4, 3, 2), 'fwd_out': (16, 4, 3, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8, 168)},
+    256: {'fwd_state': (16, 4, 3, 2), 'fwd_out': (16, 8, 3, 2), 'bwd_q': (16, 8, 3, 2), 'bwd_kv': (16, 8, 3, 2)},
     512: {'fwd_state': (16, 8, 2, 4), 'fwd_out': (16, 8, 2, 4), 'bwd_q': (16, 8, 2, 4), 'bwd_kv': (16, 8, 2, 4)},
 }
 
@@ -73,7 +77,7 @@ def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
         cfg['BLOCK_N'] = 16  # fewer wasted rows in the (slow) interpreter at the tiny test sizes
     n_blocks = triton.cdiv(N, cfg['BLOCK_N'])
     # enough (batch, split) programs to fill the chip a few times over; each split covers whole blocks
-    splits = max(1, min(n_blocks, triton.cdiv(cfg.pop('splits_per_sm') * sms, B)))
+    splits = max(1, min(n_blocks, triton.cdiv(int(cfg.pop('splits_per_sm') * sms), B)))
     blocks_per_split = triton.cdiv(n_blocks, splits)
     cfg.update(H_PAD=h_pad, D_PAD=d_pad, STATE=state_size(num_heads, head_dim), n_blocks=n_blocks,
                blocks_per_split=blocks_per_split, splits=triton.cdiv(n_blocks, blocks_per_split))
