@@ -310,3 +310,27 @@ def test_agent_window_is_agent_attention_inside_zero_padded_windows():
         whole = _agent_block(agent_window=None)
         torch.testing.assert_close(_agent_block(agent_window=16)(x), whole(x))
         assert not torch.allclose(blk(x), whole(x))
+
+
+def test_window_attention_bias_is_cached_without_grad_and_follows_the_table():
+    """The shifted block's bias + mask is built once per window in inference (the same tensor each call) and rebuilt
+    when the table changes in place; outputs match the uncached (gradient) path."""
+    from linattn_vision.models.swin import SwinBlock
+    blk = SwinBlock(32, 2, (14, 14), attn_type='window', window_size=7, shift=True).eval()
+    x = torch.randn(2, 14, 14, 32)
+    with torch.no_grad():
+        first = blk(x)
+        window, shift = blk.window_and_shift(14, 14)
+        mask = blk.shift_mask(14, 14, window, shift, x.device)
+        bias = blk.attn.attention_bias(window, mask, torch.float32)
+        assert blk.attn.attention_bias(window, mask, torch.float32) is bias
+        assert bias.shape == (1, 4 * 2, 49, 49)
+        torch.testing.assert_close(blk(x), first, rtol=0, atol=0)
+    fresh = blk(x)  # the table needs gradients: built again, not cached
+    torch.testing.assert_close(fresh.detach(), first, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        blk.attn.relative_position_bias_table.copy_(torch.randn_like(blk.attn.relative_position_bias_table))
+        assert blk.attn.attention_bias(window, mask, torch.float32) is not bias
+        changed = blk(x)
+    torch.testing.assert_close(changed, blk(x).detach(), rtol=1e-6, atol=1e-6)
+    assert (changed - first).abs().max() > 1e-3
