@@ -122,7 +122,8 @@ class WindowAttention(nn.Module):
             bias = self.relative_position_bias(window)
             if mask is not None:
                 bias = (mask.unsqueeze(1) + bias).flatten(0, 1).unsqueeze(0)
-            return bias.to(dtype), mask
+            # contiguous: SDPA's efficient kernel refuses a bias whose last dim is strided (the gathered table is)
+            return bias.to(dtype, memory_format=torch.contiguous_format), mask
         key = ('sdpa', window, None if mask is None else id(mask), dtype)
         return self._bias_cache.get(key, (self.relative_position_bias_table,), build)[0]
 
@@ -130,9 +131,8 @@ class WindowAttention(nn.Module):
         """x: (B, num_windows, N, C); mask: additive (num_windows, N, N) shift mask or None."""
         B, nW, N, C = x.shape
         h, d = self.num_heads, self.head_dim
-        # one copy of q, k, v into (3, B, nW, h, N, d), after which both layouts below are views: SDPA on strided
-        # views of qkv ran the unshifted blocks at 192 us against 118 us for the shifted ones, which had copies
-        # (H100, Swin-T stage 3 at 1024x1024)
+        # one copy of q, k, v into (3, B, nW, h, N, d): the shifted blocks' merged (windows x heads) axis needs a
+        # copy anyway, and both layouts below are then views
         q, k, v = self.qkv(x).reshape(B, nW, N, 3, h, d).permute(3, 0, 1, 4, 2, 5).contiguous().unbind(0)
         if mask is not None:
             q, k, v = (t.reshape(B, nW * h, N, d) for t in (q, k, v))

@@ -1,11 +1,13 @@
 """Softmax attention through scaled_dot_product_attention, with torch's memory-efficient kernel tried first.
 
-Given an additive float bias (Swin's relative position bias and shift mask, the agent biases), torch 2.11 on an H100
-picks cuDNN's kernel, or for the merged window/head layout of shifted windows its math path in fp32; its
-memory-efficient kernel ran the same window attention 2-3x faster, and faster than cuDNN / flash without a bias too
-(BENCHMARKS.md, session 7: Swin-T stage 3 at 1024x1024, 100 windows x 12 heads, 74.1 -> 35.5 us with the shift mask,
-28.2 -> 20.6 us without). The other backends follow in torch's own order, so inputs the efficient kernel does not
-take, and CPU tensors, go where they went before.
+With an additive float bias (Swin's relative position bias and shift mask, the agent biases), torch 2.11 on an H100
+ran window attention at the speed of cuDNN's kernel (and a whole FLatten-Swin-T at 1024x1024 showed fp32 math-path
+kernels for its shifted blocks); the memory-efficient kernel ran it 2-3x faster, and faster than cuDNN or flash
+without a bias too (BENCHMARKS.md, session 7: Swin-T stage 3 at 1024x1024, 100 windows x 12 heads, 74.1 -> 35.5 us
+with the shift mask, 28.2 -> 20.6 us without; batch 64 at 224, stage 3: 168.6 -> 58.1 us). Then cuDNN (what torch
+chose there before), flash and math: inputs the efficient kernel does not take, and CPU tensors (flash, then math),
+go where they went before. The efficient kernel wants the bias's last dim contiguous (a strided one fell to
+another kernel: 179 vs 72 us for Swin's unshifted blocks).
 """
 import torch
 import torch.nn.functional as F
@@ -13,8 +15,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = ['softmax_attention']
 
-_PRIORITY = [SDPBackend.EFFICIENT_ATTENTION] + [
-    b for b in (SDPBackend(i) for i in torch._C._get_sdp_priority_order()) if b != SDPBackend.EFFICIENT_ATTENTION]
+_PRIORITY = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH,
+             SDPBackend.OVERRIDEABLE]
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias=None, dropout_p: float = 0.0,
