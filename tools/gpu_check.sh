@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # On a CUDA machine: the GPU tests of the focused-linear op and the numbers BENCHMARKS.md reports, by part, each
 # part's output into $GPU_CHECK_OUT (default work_dirs/gpu_check). Parts and their time on an H100:
-#   tests    pytest -m gpu of the op (~2.5 min)          op       the op table, all methods (~3 min)
+#   tests    pytest -m gpu of the ops (~3 min)             op       the op table, all methods (~3 min)
 #   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T and Swin-T (~4 min)
 #   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled (~3 min)
 #   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)
+#   parts    per-stage / per-block GPU time, SDPA backends, DWC, the op's splits (tools/benchmark_parts.py, ~3 min)
 #
 #   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
 #   bash tools/gpu_check.sh tests op         # some parts
@@ -20,7 +21,8 @@ python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_
 status=0
 for part in "${parts[@]}"; do
     case $part in
-        tests) python -m pytest -q tests/ops/test_focused_linear.py -m gpu -p no:cacheprovider ;;
+        tests) python -m pytest -q tests/ops/test_focused_linear.py tests/ops/test_depthwise_conv.py \
+                   tests/ops/test_softmax_attention.py -m gpu -p no:cacheprovider ;;
         op) python tools/benchmark_attention.py --reps 20 --host ;;
         models) python tools/benchmark_models.py --graph --nan-steps 200 ;;
         compile) python tools/benchmark_models.py --models flatten_swin_t swin_tiny_patch4_window7_224 \
@@ -32,7 +34,8 @@ for part in "${parts[@]}"; do
                        --size 1024 --features --rows 6 --fused-layer-norm &&
                    python tools/benchmark_models.py --layer-norm-ab flatten_swin_t agent_swin_t \
                        swin_tiny_patch4_window7_224 ;;
-        *) echo "unknown part '$part' (tests, op, models, compile, profile, layernorm)" >&2; exit 2 ;;
+        parts) python tools/benchmark_parts.py ;;
+        *) echo "unknown part '$part' (tests, op, models, compile, profile, layernorm, parts)" >&2; exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
