@@ -1,9 +1,5 @@
 """The token-grid depthwise conv with a residual (FLatten's ``x + dwc(v)``): Triton kernel through the interpreter on
 CPU and on the GPU for real, the torch path where gradients are needed, both against float64 F.conv2d."""
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +8,7 @@ import torch.nn.functional as F
 
 from linattn_vision.ops import depthwise_conv_tokens
 from linattn_vision.ops.depthwise_conv import op
-
-ROOT = Path(__file__).resolve().parents[2]
+from interpreter import run_in_interpreter  # tests/interpreter.py
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 # (B, H, W, C, group, K): FLatten (head kernel shared by 3 heads), Agent (one kernel per channel, 3x3), a map smaller
 # than the kernel, odd sizes, channels no power of two (PVT's 64 / 3 heads of 24 ...), more tokens than one tile
@@ -68,11 +63,7 @@ print('RESULTS' + json.dumps({{'float16': _errors('cpu', torch.float16), 'float3
 
 
 def test_kernel_in_interpreter_matches_float64():
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    proc = subprocess.run([sys.executable, '-c', CHILD.format(here=str(Path(__file__).parent))], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS'))[len('RESULTS'):])
+    results = run_in_interpreter(CHILD.format(here=str(Path(__file__).parent)))
     for dtype, tol in (('float16', 4e-3), ('float32', 1e-5)):
         assert len(results[dtype]) == 2 * len(CASES)
         for r in results[dtype]:

@@ -4,16 +4,13 @@ TRITON_INTERPRET must be set before the kernel module is defined, so every case 
 starts with the variable set; the tests here assert on what it reports. The interpreter mishandles bf16, so the
 cases are fp32 and fp16 (bf16 is covered by the GPU tests).
 """
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from interpreter import run_in_interpreter  # tests/interpreter.py
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 
 # (name, B, N, heads, head_dim, dtype, with_pos, focusing_factor, magnitude)
 CASES = [
@@ -76,14 +73,7 @@ print('RESULTS' + json.dumps(results))
 
 @pytest.fixture(scope='module')
 def interpreter_results():
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    env.pop('LINATTN_FORCE_REFERENCE', None)
-    script = CHILD.format(here=str(HERE), cases=CASES)
-    proc = subprocess.run([sys.executable, '-c', script], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS'))
-    return json.loads(line[len('RESULTS'):])
+    return run_in_interpreter(CHILD.format(here=str(HERE), cases=CASES))
 
 
 @pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])

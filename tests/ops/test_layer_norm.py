@@ -1,10 +1,6 @@
 """The fused LayerNorm (fp32 statistics, output in another dtype): Triton kernel through the interpreter on CPU,
 on the GPU for real, and the backbones' LayerNorm module (built into every backbone) that uses it in inference
 under CUDA autocast."""
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +12,8 @@ from timm.layers import LayerNorm as TimmLayerNorm
 import linattn_vision  # noqa: F401  (registers the models)
 from linattn_vision.layers import LayerNorm, fuse_layer_norms, fused_layer_norm
 from linattn_vision.ops import layer_norm_to
+from interpreter import run_in_interpreter  # tests/interpreter.py
 
-ROOT = Path(__file__).resolve().parents[2]
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 # (rows, channels): Swin-T stage widths, a width that is no power of two, one row, rows not a multiple of a tile,
 # more row blocks than backward programs (each program loops over several, the last one past the end)
@@ -57,11 +53,7 @@ print('RESULTS' + json.dumps({{'float16': _errors('cpu', torch.float16), 'float3
 
 
 def test_kernel_in_interpreter_matches_float64():
-    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    proc = subprocess.run([sys.executable, '-c', CHILD.format(here=str(Path(__file__).parent))], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith('RESULTS'))[len('RESULTS'):])
+    results = run_in_interpreter(CHILD.format(here=str(Path(__file__).parent)), timeout=300)
     for dtype, tol in (('float16', 1e-2), ('float32', 1e-5)):
         for r in results[dtype]:
             assert r['finite'] and r['dtypes_ok'] and max(r['errors']) < tol, (dtype, r)
