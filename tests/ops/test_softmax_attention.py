@@ -33,7 +33,8 @@ def test_matches_float64_with_gradients_and_restores_backend_order(masked):
     ref = _reference(*ref_leaves, 0.2)
     dout = torch.randn_like(ref)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
-    for g, r in zip(torch.autograd.grad(out, (q, k, v, bias), dout.float()), torch.autograd.grad(ref, ref_leaves, dout)):
+    grads = torch.autograd.grad(out, (q, k, v, bias), dout.float())
+    for g, r in zip(grads, torch.autograd.grad(ref, ref_leaves, dout)):
         torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-5)
     assert torch._C._get_sdp_priority_order() == order
     assert torch.equal(softmax_attention(q, k, v), F.scaled_dot_product_attention(q, k, v))

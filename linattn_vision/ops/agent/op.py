@@ -2,12 +2,12 @@
 
 agent aggregation: V_A = softmax(A K^T * s + B1) V      (agents attend to all tokens)
 agent broadcast:   O   = softmax(Q A^T * s + B2) V_A    (tokens attend to the agents)
-Both softmax steps go through scaled_dot_product_attention (``ops.softmax_attention``) with an additive float bias that broadcasts
-over the batch, so fused kernels do the work and memory stays linear in N. One exception: SDPA's CUDA kernels
-parallelise over (batch, head, block of queries) only, and the aggregation step has just n agents (49) as
-queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536 tokens) it runs
-on a handful of SMs. There the aggregation is computed as matmul, softmax, matmul (an (n, N) score matrix per
-head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens).
+Both softmax steps go through scaled_dot_product_attention (``ops.softmax_attention``) with an additive float
+bias that broadcasts over the batch, so fused kernels do the work and memory stays linear in N. One exception:
+SDPA's CUDA kernels parallelise over (batch, head, block of queries) only, and the aggregation step has just n
+agents (49) as queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536
+tokens) it runs on a handful of SMs. There the aggregation is computed as matmul, softmax, matmul (an (n, N) score
+matrix per head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens).
 """
 import torch
 
