@@ -258,7 +258,8 @@ def main(argv=None):
         raise SystemExit('benchmark_models.py needs a CUDA GPU')
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    # every block type of a model is its own compiled frame; the default limit of 8 is too low for Swin's 4 stages
+    # headroom for models whose blocks compile as frames of their own (a graph break in a block recompiles it
+    # per stage and per guarded attribute); this toolkit's Swin models trace as one graph (torch._dynamo.explain)
     torch._dynamo.config.recompile_limit = 64
     if args.autograd_main_thread:
         torch.autograd.set_multithreading_enabled(False)

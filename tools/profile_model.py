@@ -68,7 +68,7 @@ def main():
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit('profile_model.py needs a CUDA GPU')
-    # every block type of a model is its own compiled frame (as in benchmark_models.py)
+    # headroom for recompiles, as in benchmark_models.py
     torch._dynamo.config.recompile_limit = 64
     for name in args.models:
         for layer_norm in ('native', 'fused') if args.fused_layer_norm else ('as built',):

@@ -239,7 +239,7 @@ class AgentAttention(AgentCore):
             q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
             kv_hw = (H, W)
         out = self.attend(q, k, v, (H, W), kv_hw)
-        if not P and kv_hw == (H, W) and self.dwc.padding == (self.dwc.kernel_size[0] // 2,) * 2:
+        if not P and kv_hw == (H, W):
             # v as the projection wrote it, the add in the same pass (one Triton kernel in inference on CUDA)
             out = depthwise_conv_tokens(v, self.dwc.weight, self.dwc.bias, (H, W), out)
         else:

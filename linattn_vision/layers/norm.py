@@ -5,6 +5,7 @@ from timm.layers import LayerNorm as TimmLayerNorm
 from torch import nn
 
 from .._switch import Switch
+from ..ops._triton import needs_grad
 from ..ops.layer_norm import layer_norm_to
 
 _FUSED = Switch('LINATTN_FUSED_LAYER_NORM', default_on=True)
@@ -28,9 +29,7 @@ class LayerNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_compiling() and _FUSED.on and x.is_cuda and torch.is_autocast_enabled('cuda'):
-            needs_grad = torch.is_grad_enabled() and (
-                x.requires_grad or (self.weight is not None and self.weight.requires_grad))
-            if not needs_grad:
+            if not needs_grad(x, self.weight, self.bias):
                 return layer_norm_to(x, self.normalized_shape, self.weight, self.bias, self.eps,
                                      torch.get_autocast_dtype('cuda'))
         return super().forward(x)

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops._triton import needs_grad
+
 __all__ = [
     'to_hw', 'resize_tokens_grid', 'resize_grid', 'resize_axis', 'relative_position_index',
     'resize_rel_pos_table', 'GridCache',
@@ -116,7 +118,7 @@ class GridCache:
     def get(self, key, params: Sequence[nn.Parameter], build):
         # under torch.compile the build is traced into the graph (and is free at the training size); a Python-side
         # cache keyed on parameter identity and versions would only force recompiles
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+        if torch.compiler.is_compiling() or needs_grad(*params):
             return build()
         versions = tuple((id(p), p._version, p.device, p.dtype) for p in params)
         full_key = (key, torch.is_inference_mode_enabled(), versions)

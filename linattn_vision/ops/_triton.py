@@ -21,14 +21,20 @@ def load_kernels(module: str):
     where triton is missing: the ops then take their PyTorch paths. While torch.compile traces, a module not yet
     imported is reported as there (True) if triton is installed, else None: an import inside a traced function is a
     graph break (seen in every FLatten block of a compiled model whose first call was compiled)."""
-    if module not in _LOADED and torch.compiler.is_compiling():
-        return TRITON_FOUND or None
     if module not in _LOADED:
+        if torch.compiler.is_compiling():
+            return TRITON_FOUND or None
         try:
             _LOADED[module] = importlib.import_module(module)
         except ImportError:
             _LOADED[module] = None
     return _LOADED[module]
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd would record an op on these tensors (None entries ignored): the fused inference-only
+    paths (LayerNorm, DWC) and the per-size caches are taken only where it would not."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def sm_count(device) -> int:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._triton import INTERPRET, load_kernels
+from .._triton import INTERPRET, load_kernels, needs_grad
 
 
 def _kernels():
@@ -25,7 +25,7 @@ def _kernels():
 def _runs_fused(x: torch.Tensor, weight: torch.Tensor, bias, residual) -> bool:
     if torch.compiler.is_compiling() or not (x.is_cuda or INTERPRET) or x.stride(2) != 1:
         return False
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
+    if needs_grad(x, weight, bias, residual):
         return False
     if residual is not None and not residual.is_contiguous():
         return False

@@ -9,7 +9,7 @@ in fp32 followed by the cast.
 import torch
 import torch.nn.functional as F
 
-from .._triton import INTERPRET, load_kernels
+from .._triton import INTERPRET, load_kernels, needs_grad
 
 
 def _kernels():
@@ -45,7 +45,7 @@ def layer_norm_to(x: torch.Tensor, normalized_shape, weight, bias, eps: float,
                   out_dtype: torch.dtype) -> torch.Tensor:
     """F.layer_norm(x, ...) computed in fp32 and returned in out_dtype, differentiable in x, weight and bias."""
     if len(normalized_shape) == 1 and runs_fused(x, weight, bias):
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        if needs_grad(x, weight, bias):
             return _FusedLayerNorm.apply(x, weight, bias, eps, out_dtype)
         return _kernels().forward(x, weight, bias, eps, out_dtype)[0]
     with torch.autocast(x.device.type, enabled=False):
