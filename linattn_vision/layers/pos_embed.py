@@ -103,6 +103,19 @@ def resize_rel_pos_table(table: torch.Tensor, old_window: Sequence[int], new_win
     return grid.reshape(-1, new_hw[0] * new_hw[1]).t().contiguous().to(table.dtype)
 
 
+def memoize(store: dict, key, build, max_entries: int = 8):
+    """store[key], built by build() on first use (the dict emptied when full). Under torch.compile it is built
+    inline: a dict filled while tracing is guarded on its contents, so the next call would recompile."""
+    if torch.compiler.is_compiling():
+        return build()
+    value = store.get(key)
+    if value is None:
+        if len(store) >= max_entries:
+            store.clear()
+        value = store[key] = build()
+    return value
+
+
 class GridCache:
     """Per-grid-size cache for tensors derived from parameters (resized position encodings, agent biases).
 

@@ -43,7 +43,7 @@ from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import (
-    AgentAttention, FocusedLinearAttention, GridCache, LayerNorm, relative_position_index, resize_axis,
+    AgentAttention, FocusedLinearAttention, GridCache, LayerNorm, memoize, relative_position_index, resize_axis,
     resize_rel_pos_table, resize_tokens_grid, to_hw,
 )
 from ..ops import softmax_attention
@@ -106,9 +106,8 @@ class WindowAttention(nn.Module):
 
     def _gather_bias(self, window: Tuple[int, int]) -> torch.Tensor:
         device = self.relative_position_bias_table.device
-        index = self._index_cache.get((window, device))
-        if index is None:
-            index = self._index_cache[(window, device)] = relative_position_index(window, self.window_size).to(device)
+        index = memoize(self._index_cache, (window, device),
+                        lambda: relative_position_index(window, self.window_size).to(device))
         n = window[0] * window[1]
         bias = self.relative_position_bias_table[index.reshape(-1)].reshape(n, n, self.num_heads)
         return bias.permute(2, 0, 1).unsqueeze(0)
@@ -124,6 +123,8 @@ class WindowAttention(nn.Module):
                 bias = (mask.unsqueeze(1) + bias).flatten(0, 1).unsqueeze(0)
             # contiguous: SDPA's efficient kernel refuses a bias whose last dim is strided (the gathered table is)
             return bias.to(dtype, memory_format=torch.contiguous_format), mask
+        if torch.compiler.is_compiling():  # traced into the graph (GridCache would build it anyway); no id() key
+            return build()[0]
         key = ('sdpa', window, None if mask is None else id(mask), dtype)
         return self._bias_cache.get(key, (self.relative_position_bias_table,), build)[0]
 
@@ -207,9 +208,7 @@ class SwinBlock(nn.Module):
 
     def shift_mask(self, Hp: int, Wp: int, window, shift, device) -> torch.Tensor:
         """Additive (num_windows, N, N) mask keeping attention inside the regions of the rolled map."""
-        key = (Hp, Wp, window, shift, device)
-        mask = self._mask_cache.get(key)
-        if mask is None:
+        def build():
             img = torch.zeros(Hp, Wp, device=device)
 
             def slices(size, win, sh):
@@ -224,11 +223,8 @@ class SwinBlock(nn.Module):
                     cnt += 1
             regions = window_partition(img[None, :, :, None], window)[0, :, :, 0]  # nW N
             mask = regions.unsqueeze(1) - regions.unsqueeze(2)
-            mask = mask.masked_fill(mask != 0, SHIFT_MASK_VALUE)
-            if len(self._mask_cache) > 8:
-                self._mask_cache.clear()
-            self._mask_cache[key] = mask
-        return mask
+            return mask.masked_fill(mask != 0, SHIFT_MASK_VALUE)
+        return memoize(self._mask_cache, (Hp, Wp, window, shift, device), build)
 
     def _window_attn(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape

@@ -334,3 +334,18 @@ def test_window_attention_bias_is_cached_without_grad_and_follows_the_table():
         changed = blk(x)
     torch.testing.assert_close(changed, blk(x).detach(), rtol=1e-6, atol=1e-6)
     assert (changed - first).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('name', ['flatten_swin_t', 'agent_swin_t'])
+def test_compiled_model_runs_again_without_recompiling(name):
+    """The window index, shift mask and bias caches are not filled while torch.compile traces: a dict filled then
+    is guarded on, so the next call recompiled (and torch 2.14 failed on the bias key's id())."""
+    torch._dynamo.reset()
+    model = timm.create_model(name, **TINY).eval()
+    compiled = torch.compile(model, backend='eager')
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        outs = [compiled(x) for _ in range(3)]
+        expected = model(x)
+    for out in outs:
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
