@@ -6,11 +6,13 @@
     python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile
 
 bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
-their own (self) CUDA time over --iters calls, and the total.
+their own (self) CUDA time over --iters calls, the total, and the wall time per call measured after the profile
+(a wall time above the kernels' total means the host bounds the call).
 """
 import argparse
 import os
 import sys
+import time
 
 import torch
 
@@ -41,12 +43,19 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
                 forward(x)
     with fused_layer_norm(layer_norm != 'native'):
         events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
+        # wall time per call without the profiler: above the kernels' time, the call is bound by the host
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) / iters * 1e3
     events.sort(key=lambda e: -e.self_device_time_total)  # kernels first, not the regions that hold them
     total = sum(e.self_device_time_total for e in events) / iters / 1e3
     label = (name + ('' if layer_norm == 'as built' else f' ({layer_norm} LayerNorm)')
              + (' compiled' if compiled else ''))
     print(f'\n# {label} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
-          f'{total:.2f} ms of CUDA kernels per call')
+          f'{total:.2f} ms of CUDA kernels per call, {wall:.2f} ms wall per call')
     for e in events[:rows]:
         print(f'{e.self_device_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
 
