@@ -5,8 +5,9 @@
 
 ``--compile`` runs the training step under torch.compile (mmengine's ``compile`` setting; FLatten blocks keep the
 Triton op as one opaque node); the first iterations are slow while it compiles. Measured so far only outside this
-tool: on an H100, torch.compile took a FLatten-Swin-T training step at 224 (tools/benchmark_models.py) from 1179
-to 1863 img/s (BENCHMARKS.md); through tools/train.py it has run on CPU only (tests, aot_eager backend).
+tool: on an H100, torch.compile took a FLatten-Swin-T training step at 224 (tools/benchmark_models.py) from 1339
+to 1720 img/s, Swin-T's from 1030 to 2486 (BENCHMARKS.md, session 8); through tools/train.py it has run on CPU only
+(tests, aot_eager backend).
 
 The config's ``default_scope`` picks the library: 'mmdet', 'mmseg', or 'linattn_vision' (ImageNet classification,
 mmengine + timm only). Checkpoints of this project load under torch's ``weights_only`` default through an explicit
