@@ -134,13 +134,7 @@ class GridCache:
         if torch.compiler.is_compiling() or needs_grad(*params):
             return build()
         versions = tuple((id(p), p._version, p.device, p.dtype) for p in params)
-        full_key = (key, torch.is_inference_mode_enabled(), versions)
-        value = self._store.get(full_key)
-        if value is None:
-            if len(self._store) >= self.max_entries:
-                self._store.clear()
-            value = self._store[full_key] = build()
-        return value
+        return memoize(self._store, (key, torch.is_inference_mode_enabled(), versions), build, self.max_entries)
 
     def clear(self):
         self._store.clear()
