@@ -12,13 +12,12 @@ their own (self) CUDA time over --iters calls, the total, and the wall time per 
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_attention import profile_calls  # noqa: E402
-from benchmark_models import build, channels_last  # noqa: E402
+from benchmark_models import build, channels_last, wall_ms  # noqa: E402
 
 from linattn_vision.layers import fused_layer_norm  # noqa: E402
 
@@ -44,12 +43,7 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
     with fused_layer_norm(layer_norm != 'native'):
         events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
         # wall time per call without the profiler: above the kernels' time, the call is bound by the host
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(iters):
-            step()
-        torch.cuda.synchronize()
-        wall = (time.perf_counter() - start) / iters * 1e3
+        wall = wall_ms(step, iters)
     events.sort(key=lambda e: -e.self_device_time_total)  # kernels first, not the regions that hold them
     total = sum(e.self_device_time_total for e in events) / iters / 1e3
     label = (name + ('' if layer_norm == 'as built' else f' ({layer_norm} LayerNorm)')

@@ -16,7 +16,7 @@ from ..ops._triton import needs_grad
 
 __all__ = [
     'to_hw', 'resize_tokens_grid', 'resize_grid', 'resize_axis', 'relative_position_index',
-    'resize_rel_pos_table', 'GridCache',
+    'resize_rel_pos_table', 'GridCache', 'memoize',
 ]
 
 

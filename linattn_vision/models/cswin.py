@@ -35,8 +35,8 @@ from ..checkpoint import CheckpointError, extract_state_dict
 from ..layers.agent import AgentCore
 from ..layers.focused_linear import FocusedLinearCore
 from ..layers.norm import LayerNorm
-from ..ops import softmax_attention
 from ..layers.pos_embed import resize_axis, resize_tokens_grid, to_hw
+from ..ops import softmax_attention
 from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
     drop_stages_after, make_cfg, model_name
 
