@@ -6,8 +6,9 @@
     python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile
 
 bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
-their own (self) CUDA time over --iters calls, the total, and the wall time per call measured after the profile
-(a wall time above the kernels' total means the host bounds the call).
+their own (self) CUDA time over --iters calls, the total, the totals per kernel family (focused op, depthwise conv,
+attention, matmul, ... : CATEGORIES), and the wall time per call measured after the profile (a wall time above the
+kernels' total means the host bounds the call).
 """
 import argparse
 import os
@@ -20,6 +21,40 @@ from benchmark_attention import profile_calls  # noqa: E402
 from benchmark_models import build, channels_last, wall_ms  # noqa: E402
 
 from linattn_vision.layers import fused_layer_norm  # noqa: E402
+
+
+# Kernel families, first match wins (the profiler's kernel names: torch's native kernels, cuBLAS/cuDNN/CUTLASS,
+# this toolkit's Triton kernels, inductor's generated triton_* kernels); the per-family totals of two models side by
+# side show where one loses time to the other.
+CATEGORIES = (
+    ('focused op', ('_fwd_state_kernel', '_fwd_out_kernel', '_bwd_q_kernel', '_bwd_kv_kernel')),
+    ('depthwise conv', ('conv_depthwise', '_dwconv')),
+    ('attention (SDPA / agent)', ('fmha', 'flash', 'attention', 'sdpa', 'softmax', '_agent')),
+    ('matmul', ('gemm', 'xmma', 'cutlass', 'nvjet', 'sm90_', 'sm80_')),
+    ('layer norm', ('layer_norm', 'LayerNorm', '_ln_')),
+    ('optimizer', ('multi_tensor', 'adam', 'Adam')),
+    ('reductions', ('reduce_kernel', 'reduction')),
+    ('copies', ('copy', 'Copy', 'cat_', 'CatArray')),
+    ('inductor fused (triton_*)', ('triton_',)),
+    ('elementwise', ('elementwise', 'vectorized', 'unrolled')),
+)
+
+
+def category(kernel_name: str) -> str:
+    """The family of a profiled kernel, by name (CATEGORIES), else 'other'."""
+    for label, patterns in CATEGORIES:
+        if any(p in kernel_name for p in patterns):
+            return label
+    return 'other'
+
+
+def category_totals(events, iters) -> dict:
+    """{family: (ms per call, kernel launches per call)} over profiled events (self CUDA time), largest first."""
+    totals = {}
+    for e in events:
+        ms, count = totals.get(category(e.key), (0.0, 0))
+        totals[category(e.key)] = (ms + e.self_device_time_total / iters / 1e3, count + e.count // iters)
+    return dict(sorted(totals.items(), key=lambda item: -item[1][0]))
 
 
 def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False):
@@ -50,6 +85,8 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
              + (' compiled' if compiled else ''))
     print(f'\n# {label} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
           f'{total:.2f} ms of CUDA kernels per call, {wall:.2f} ms wall per call')
+    print('by family: ' + ', '.join(f'{label} {ms:.2f} ms ({n}x)'
+                                    for label, (ms, n) in category_totals(events, iters).items()))
     for e in events[:rows]:
         print(f'{e.self_device_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
 

@@ -1,0 +1,47 @@
+"""tools/profile_model.py: the kernel families its per-family totals add up (the profile itself needs a GPU)."""
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+TOOLS = Path(__file__).resolve().parents[2] / 'tools'
+
+
+def _tool():
+    sys.path.insert(0, str(TOOLS))  # (the tool imports its sibling benchmark scripts)
+    try:
+        spec = importlib.util.spec_from_file_location('profile_model', TOOLS / 'profile_model.py')
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+    finally:
+        sys.path.remove(str(TOOLS))
+    return tool
+
+
+def test_kernels_fall_into_their_families():
+    tool = _tool()
+    expected = {
+        '_bwd_kv_kernel': 'focused op',
+        'void at::native::(anonymous namespace)::conv_depthwise2d_forward_kernel<2, c10::BFloat16>': 'depthwise conv',
+        'fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::Params)': 'attention (SDPA / agent)',
+        'cudnn_generated_fort_native_sdpa_sm90_knob_7_64x64x64_4x1x1_kernel0_0': 'attention (SDPA / agent)',
+        'sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1': 'matmul',
+        'triton_per_fused_native_layer_norm_3': 'layer norm',
+        'void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>': 'optimizer',
+        'void at::native::reduce_kernel<512, 1, ReduceOp<float, func_wrapper_t<float, sum>>>': 'reductions',
+        'void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>': 'copies',
+        'triton_poi_fused_add_mul_7': 'inductor fused (triton_*)',
+        'void at::native::vectorized_elementwise_kernel<4, GeluCUDAKernelImpl>': 'elementwise',
+        'some_new_kernel': 'other',
+    }
+    assert {name: tool.category(name) for name in expected} == expected
+
+
+def test_family_totals_sum_per_call_and_sort_largest_first():
+    tool = _tool()
+    events = [SimpleNamespace(key='_fwd_out_kernel', self_device_time_total=3000.0, count=6),
+              SimpleNamespace(key='_fwd_state_kernel', self_device_time_total=1000.0, count=6),
+              SimpleNamespace(key='sm90_xmma_gemm_x', self_device_time_total=9000.0, count=30)]
+    totals = tool.category_totals(events, iters=3)
+    assert list(totals) == ['matmul', 'focused op']
+    assert totals['focused op'] == (4000.0 / 3 / 1e3, 4) and totals['matmul'] == (3.0, 10)
