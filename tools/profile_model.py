@@ -49,11 +49,15 @@ def category(kernel_name: str) -> str:
 
 
 def category_totals(events, iters) -> dict:
-    """{family: (ms per call, kernel launches per call)} over profiled events (self CUDA time), largest first."""
+    """{family: (ms per call, kernel launches per call)} over profiled events, largest first. Only events with a
+    self CUDA time count: the kernels (the torch ops that launch them hold theirs only as children's time)."""
     totals = {}
     for e in events:
-        ms, count = totals.get(category(e.key), (0.0, 0))
-        totals[category(e.key)] = (ms + e.self_device_time_total / iters / 1e3, count + e.count // iters)
+        if e.self_device_time_total <= 0:
+            continue
+        family = category(e.key)
+        ms, count = totals.get(family, (0.0, 0))
+        totals[family] = (ms + e.self_device_time_total / iters / 1e3, count + e.count // iters)
     return dict(sorted(totals.items(), key=lambda item: -item[1][0]))
 
 
@@ -85,8 +89,8 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
              + (' compiled' if compiled else ''))
     print(f'\n# {label} {"train" if train else "infer"} b{batch}@{size}{" features" if features else ""}: '
           f'{total:.2f} ms of CUDA kernels per call, {wall:.2f} ms wall per call')
-    print('by family: ' + ', '.join(f'{label} {ms:.2f} ms ({n}x)'
-                                    for label, (ms, n) in category_totals(events, iters).items()))
+    print('by family: ' + ', '.join(f'{family} {ms:.2f} ms ({n}x)'
+                                    for family, (ms, n) in category_totals(events, iters).items()))
     for e in events[:rows]:
         print(f'{e.self_device_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
 

@@ -41,7 +41,9 @@ def test_family_totals_sum_per_call_and_sort_largest_first():
     tool = _tool()
     events = [SimpleNamespace(key='_fwd_out_kernel', self_device_time_total=3000.0, count=6),
               SimpleNamespace(key='_fwd_state_kernel', self_device_time_total=1000.0, count=6),
-              SimpleNamespace(key='sm90_xmma_gemm_x', self_device_time_total=9000.0, count=30)]
+              SimpleNamespace(key='sm90_xmma_gemm_x', self_device_time_total=9000.0, count=30),
+              # a torch op: CUDA time only through its kernels (children), not counted again
+              SimpleNamespace(key='aten::copy_', self_device_time_total=0.0, count=12)]
     totals = tool.category_totals(events, iters=3)
     assert list(totals) == ['matmul', 'focused op']
     assert totals['focused op'] == (4000.0 / 3 / 1e3, 4) and totals['matmul'] == (3.0, 10)
