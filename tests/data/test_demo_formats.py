@@ -12,6 +12,7 @@ from linattn_vision.data import (DEMO_CLASSES, DEMO_SEG_CLASSES, DEMO_WNIDS, ade
                                  mask_to_bbox, sample_scene)
 from linattn_vision.data.demo import MANIFEST_NAME
 from linattn_vision.data.formats import _SCENE_STREAM, image_rng
+from tool_modules import load_tool  # tests/tool_modules.py
 
 PARAMS = dict(num_train=8, num_val=6, size=64, seed=7)
 
@@ -143,11 +144,7 @@ def test_imagefolder_loads_with_torchvision(demo):
 
 
 def test_cli_writes_and_prints_paths(tmp_path, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('make_demo_data_cli', Path(__file__).parents[2] / 'tools' /
-                                                  'make_demo_data.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool('make_demo_data')
     out = tmp_path / 'cli'
     cli.main(['--out', str(out), '--tasks', 'imagenet', '--num-train', '6', '--num-val', '6', '--size', '32',
               '--no-progress'])

@@ -6,22 +6,13 @@ import torch
 from linattn_vision.ops.focused_linear import (
     focused_linear_attention, focused_linear_attention_reference, op as op_module, use_reference)
 from focused_linear_cases import compare_with_float64, make_inputs
+from tool_modules import load_tool  # tests/tool_modules.py
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 
 
-def _load_benchmark_tool():
-    """tools/benchmark_attention.py, whose official_formulation is the baseline row of the op benchmark."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / 'tools' / 'benchmark_attention.py'
-    spec = importlib.util.spec_from_file_location('linattn_tools_benchmark_attention', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-official_formulation = _load_benchmark_tool().official_formulation
+# the baseline row of the op benchmark (tools/benchmark_attention.py)
+official_formulation = load_tool('benchmark_attention').official_formulation
 
 
 def test_reference_matches_official_formulation():

@@ -3,7 +3,6 @@
 The quick run generates tiny demo data into tmp_path, trains each demo config for a few iterations, evaluates it
 through tools/test.py and writes the prediction pictures, the loss / metric curves and the summary.
 """
-import importlib.util
 import json
 import os
 import re
@@ -18,18 +17,12 @@ pytest.importorskip('mmengine', reason='the mm extra (mmengine) is part of this 
 from mmengine.config import Config  # noqa: E402
 
 from linattn_vision.data import DEMO_CLASSES, DEMO_PALETTE, DEMO_SEG_CLASSES, DEMO_SEG_PALETTE  # noqa: E402
+from tool_modules import load_tool  # noqa: E402  (tests/tool_modules.py)
 
 pytestmark = pytest.mark.mm
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs' / 'demo'
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'demo_tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_demo(*args, env=None, timeout=600):

@@ -1,21 +1,14 @@
 """tools/get_flops.py and tools/benchmark.py on shrunk versions of the shipped det / seg configs (CPU, in-process)."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from tool_modules import load_tool  # tests/tool_modules.py
 
 pytestmark = pytest.mark.mm
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_PVT = "dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 40, 64))"
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_retinanet(tmp_path):

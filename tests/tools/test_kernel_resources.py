@@ -1,18 +1,11 @@
 """tools/kernel_resources.py: the op's kernels compiled for sm_90 without a GPU, with their resource counts."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'kernel_resources.py'
+from tool_modules import load_tool  # tests/tool_modules.py
 
 
 def test_reports_every_pass_within_hardware_limits_and_applies_the_register_cap():
     pytest.importorskip('triton')
-    spec = importlib.util.spec_from_file_location('kernel_resources', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    results = tool.kernel_resources('swin_s1', 'bf16')
+    results = load_tool('kernel_resources').kernel_resources('swin_s1', 'bf16')
     assert list(results) == ['fwd_state', 'fwd_out', 'bwd_q', 'bwd_kv']
     for name, r in results.items():
         assert 0 < r['regs'] <= 255 and 0 < r['shared'] <= 227 * 1024 and r['barriers'] > 0, (name, r)

@@ -1,25 +1,11 @@
 """tools/profile_model.py: the kernel families its per-family totals add up (the profile itself needs a GPU)."""
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
-TOOLS = Path(__file__).resolve().parents[2] / 'tools'
-
-
-def _tool():
-    sys.path.insert(0, str(TOOLS))  # (the tool imports its sibling benchmark scripts)
-    try:
-        spec = importlib.util.spec_from_file_location('profile_model', TOOLS / 'profile_model.py')
-        tool = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tool)
-    finally:
-        sys.path.remove(str(TOOLS))
-    return tool
+from tool_modules import load_tool  # tests/tool_modules.py
 
 
 def test_kernels_fall_into_their_families():
-    tool = _tool()
+    tool = load_tool('profile_model')
     expected = {
         '_bwd_kv_kernel': 'focused op',
         'void at::native::(anonymous namespace)::conv_depthwise2d_forward_kernel<2, c10::BFloat16>': 'depthwise conv',
@@ -38,7 +24,7 @@ def test_kernels_fall_into_their_families():
 
 
 def test_family_totals_sum_per_call_and_sort_largest_first():
-    tool = _tool()
+    tool = load_tool('profile_model')
     events = [SimpleNamespace(key='_fwd_out_kernel', self_device_time_total=3000.0, count=6),
               SimpleNamespace(key='_fwd_state_kernel', self_device_time_total=1000.0, count=6),
               SimpleNamespace(key='sm90_xmma_gemm_x', self_device_time_total=9000.0, count=30),

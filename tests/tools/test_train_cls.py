@@ -24,18 +24,10 @@ pytest.importorskip('mmengine', reason='the mm extra (mmengine) is part of this 
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 from official_layout import save_official_checkpoint  # noqa: E402
+from tool_modules import load_tool  # noqa: E402  (tests/tool_modules.py)
 
 pytestmark = pytest.mark.mm
 REPO = Path(__file__).resolve().parents[2]
-
-
-def load_tool(name):
-    """tools/<name>.py as a module (``test`` would clash with the standard library's package of that name)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f'linattn_tools_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 train_tool, test_tool = load_tool('train'), load_tool('test')
