@@ -12,7 +12,7 @@ from linattn_vision.data import (DEMO_CLASSES, DEMO_SEG_CLASSES, DEMO_WNIDS, ade
                                  mask_to_bbox, sample_scene)
 from linattn_vision.data.demo import MANIFEST_NAME
 from linattn_vision.data.formats import _SCENE_STREAM, image_rng
-from tool_modules import load_tool  # tests/tool_modules.py
+from tool_helpers import load_tool  # tests/tool_helpers.py
 
 PARAMS = dict(num_train=8, num_val=6, size=64, seed=7)
 

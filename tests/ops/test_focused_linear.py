@@ -6,7 +6,7 @@ import torch
 from linattn_vision.ops.focused_linear import (
     focused_linear_attention, focused_linear_attention_reference, op as op_module, use_reference)
 from focused_linear_cases import compare_with_float64, make_inputs
-from tool_modules import load_tool  # tests/tool_modules.py
+from tool_helpers import load_tool  # tests/tool_helpers.py
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 

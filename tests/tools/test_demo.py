@@ -17,7 +17,7 @@ pytest.importorskip('mmengine', reason='the mm extra (mmengine) is part of this 
 from mmengine.config import Config  # noqa: E402
 
 from linattn_vision.data import DEMO_CLASSES, DEMO_PALETTE, DEMO_SEG_CLASSES, DEMO_SEG_PALETTE  # noqa: E402
-from tool_modules import load_tool  # noqa: E402  (tests/tool_modules.py)
+from tool_helpers import load_tool  # noqa: E402  (tests/tool_helpers.py)
 
 pytestmark = pytest.mark.mm
 REPO = Path(__file__).resolve().parents[2]

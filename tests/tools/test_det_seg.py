@@ -5,12 +5,12 @@ The configs are the shipped ones (configs/det, configs/seg) shrunk through --cfg
 """
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tool_helpers import free_port  # tests/tool_helpers.py
 
 pytestmark = [pytest.mark.mm, pytest.mark.slow]
 
@@ -164,17 +164,11 @@ def test_semantic_fpn_train_resume_test(tmp_path, demo_roots):
     assert 0.0 <= metric(out, 'aAcc') <= 100.0
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_torchrun_gloo_trains_and_evaluates(tmp_path, demo_roots):
     # the shipped config as is (nccl, CUDA device ids): the driver switches to gloo and CPU DDP without CUDA
     config = seg_config(tmp_path, demo_roots['ade'])
     work_dir = tmp_path / 'work'
-    rc, out = run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+    rc, out = run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
                         'tools/train.py', config, '--work-dir', work_dir, '--launcher', 'pytorch'])
     assert rc == 0, out[-4000:]
     assert (work_dir / 'iter_2.pth').is_file()

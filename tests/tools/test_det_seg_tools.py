@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tool_modules import load_tool  # tests/tool_modules.py
+from tool_helpers import load_tool  # tests/tool_helpers.py
 
 pytestmark = pytest.mark.mm
 

@@ -1,6 +1,6 @@
 """tools/kernel_resources.py: the op's kernels compiled for sm_90 without a GPU, with their resource counts."""
 import pytest
-from tool_modules import load_tool  # tests/tool_modules.py
+from tool_helpers import load_tool  # tests/tool_helpers.py
 
 
 def test_reports_every_pass_within_hardware_limits_and_applies_the_register_cap():

@@ -1,7 +1,7 @@
 """tools/profile_model.py: the kernel families its per-family totals add up (the profile itself needs a GPU)."""
 from types import SimpleNamespace
 
-from tool_modules import load_tool  # tests/tool_modules.py
+from tool_helpers import load_tool  # tests/tool_helpers.py
 
 
 def test_kernels_fall_into_their_families():

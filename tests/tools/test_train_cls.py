@@ -8,7 +8,6 @@ import os
 import pickle
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ pytest.importorskip('mmengine', reason='the mm extra (mmengine) is part of this 
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 from official_layout import save_official_checkpoint  # noqa: E402
-from tool_modules import load_tool  # noqa: E402  (tests/tool_modules.py)
+from tool_helpers import free_port, load_tool  # noqa: E402  (tests/tool_helpers.py)
 
 pytestmark = pytest.mark.mm
 REPO = Path(__file__).resolve().parents[2]
@@ -279,12 +278,6 @@ def test_official_flatten_checkpoint_evaluates_directly(toy_root, tmp_path, caps
     same = test_tool.main([config, str(tmp_path / 'work' / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test2'),
                            '--cfg-options', 'experiment_name=flatten_test2'])
     assert metrics == same
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

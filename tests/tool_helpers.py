@@ -1,5 +1,6 @@
-"""The scripts under tools/ as modules, for tests that call their functions."""
+"""What tests of the tools/ scripts share: loading a script as a module, a free port for torchrun."""
 import importlib.util
+import socket
 from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parents[1] / 'tools'
@@ -12,3 +13,10 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (torchrun's --master_port, so parallel runs do not collide)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
