@@ -12,7 +12,6 @@ split:  the focused op's forward against the state pass's splits per SM;
 sdpa:   window-attention shapes in each SDPA backend, with the merged shift mask, the position bias only, no mask.
 """
 import os
-import statistics
 import sys
 import warnings
 
@@ -21,8 +20,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark_attention import time_cuda  # noqa: E402
-from benchmark_models import build, capture_graph, channels_last  # noqa: E402
+from benchmark_models import build, capture_graph, channels_last, cuda_time  # noqa: E402
 
 from linattn_vision.ops import depthwise_conv_tokens, focused_linear_attention  # noqa: E402
 from linattn_vision.ops.focused_linear import kernels as focused_kernels  # noqa: E402
@@ -37,7 +35,7 @@ def gt(fn, reps=40):
         with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16, cache_enabled=False):
             fn()
     replay = capture_graph(step)
-    return statistics.median(time_cuda(replay, reps=reps, warmup=5)) * 1000
+    return cuda_time(replay, warmup=5, iters=reps) * 1000
 
 
 def stage_inputs(model):
@@ -237,7 +235,7 @@ def dwc_probe():
                 with torch.autocast('cuda', dtype=torch.bfloat16):
                     out = fn()
                 out.float().sum().backward()
-            t = statistics.median(time_cuda(fb, reps=20, warmup=3)) * 1000
+            t = cuda_time(fb, warmup=3, iters=20) * 1000
             print(f'   train fwd+bwd {name}: {t:7.1f} us (eager)')
         v = qkv[..., 2 * C:]
 
@@ -261,7 +259,7 @@ def split_probe():
 
             def fb():
                 focused_linear_attention(qq, kk, vv, scale, pos, num_heads=h).sum().backward()
-            tb = statistics.median(time_cuda(fb, reps=20, warmup=3)) * 1000
+            tb = cuda_time(fb, warmup=3, iters=20) * 1000
             row.append(f'sps={sps}: {t:6.1f}/{tb:6.1f}')
         focused_kernels.CONFIG_OVERRIDE.clear()
         print(f'{label}: ' + ', '.join(row))
