@@ -11,7 +11,8 @@ Prints one table, every model measured in the same run (so the numbers compare):
   - inference images/s, batch 64 at 224 (whole classifier, bf16 autocast)
   - backbone-only inference images/s, batch 1 at 1024x1024 and 2048x2048 (forward_features, bf16 autocast)
   - training images/s, batch 64 at 224 (forward + backward + AdamW step, bf16 autocast) and its peak memory
-and, with --compile, the 224 settings for the named models under torch.compile; with --graph, the inference
+and, with --compile, the 224 settings for the named models under torch.compile (--compile-cudagraphs: with
+mode='reduce-overhead', the compiled graphs replayed from CUDA graphs); with --graph, the inference
 settings replayed from CUDA graphs (the GPU's time without the host's launch overhead, which bounds batch 1);
 with --native-layer-norm, this toolkit's models with their fused inference LayerNorm turned off (rows
 'native-ln'); with --fused-layer-norm, any model with its LayerNorms swapped for that one (rows 'fused-ln').
@@ -92,13 +93,18 @@ def capture_graph(fn):
     return graph.replay
 
 
+# table modes that torch.compile the model, and torch.compile's mode for each ('reduce-overhead': CUDA graphs)
+COMPILE_MODES = {'compile': None, 'compile-cg': 'reduce-overhead'}
+
+
 def measure_inference(name, batch, size, features_only, mode, warmup, iters):
-    """mode: 'eager', 'compile' (torch.compile), 'graph' (eager model replayed from a CUDA graph), 'fused-ln'
-    (eager, LayerNorms swapped for the fused one) or 'native-ln' (eager; the caller turns the fused path off)."""
+    """mode: 'eager', 'compile' (torch.compile), 'compile-cg' (torch.compile, mode='reduce-overhead'), 'graph'
+    (eager model replayed from a CUDA graph), 'fused-ln' (eager, LayerNorms swapped for the fused one) or
+    'native-ln' (eager; the caller turns the fused path off)."""
     model = channels_last(build(name, mode, img_size=size).eval())
     forward = model.forward_features if features_only else model
-    if mode == 'compile':
-        forward = torch.compile(forward)
+    if mode in COMPILE_MODES:
+        forward = torch.compile(forward, mode=COMPILE_MODES[mode])
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
 
     def step():
@@ -115,7 +121,7 @@ def measure_inference(name, batch, size, features_only, mode, warmup, iters):
 def measure_training(name, batch, size, mode, warmup, iters):
     model = channels_last(build(name, mode).train())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
-    forward = torch.compile(model) if mode == 'compile' else model
+    forward = torch.compile(model, mode=COMPILE_MODES[mode]) if mode in COMPILE_MODES else model
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device='cuda')
 
@@ -173,7 +179,7 @@ def measure_row(name: str, mode: str, args) -> list[str]:
     torch._dynamo.reset()
     infer, infer_mem = run_guarded(measure_inference, name, args.batch, 224, False, mode, 3, args.iters)
     # compiled rows measure the 224 settings only: each large size is another compile of the whole model
-    big = [('-', '-') if mode == 'compile' else
+    big = [('-', '-') if mode in COMPILE_MODES else
            run_guarded(measure_inference, name, 1, s, True, mode, 2, max(5, args.iters // 2))
            for s in args.sizes]
     torch._dynamo.reset()
@@ -234,6 +240,9 @@ def main(argv=None):
     parser.add_argument('--models', nargs='+', default=OURS + BASELINES)
     parser.add_argument('--compile', nargs='*', default=[], metavar='MODEL',
                         help='also measure these models under torch.compile (no names: all)')
+    parser.add_argument('--compile-cudagraphs', nargs='*', default=None, metavar='MODEL',
+                        help='also measure these models (no names: all) under torch.compile(mode="reduce-overhead"), '
+                             'which replays the compiled graphs from CUDA graphs (rows "compile-cg")')
     parser.add_argument('--graph', nargs='*', default=None, metavar='MODEL',
                         help='also measure inference of these models replayed from CUDA graphs (no names: all)')
     parser.add_argument('--fused-layer-norm', nargs='*', default=None, metavar='MODEL',
@@ -280,9 +289,10 @@ def main(argv=None):
     graphed = [] if args.graph is None else (args.graph or args.models)
     fused = [] if args.fused_layer_norm is None else (args.fused_layer_norm or args.models)
     native = [] if args.native_layer_norm is None else (args.native_layer_norm or args.models)
+    cudagraphed = [] if args.compile_cudagraphs is None else (args.compile_cudagraphs or args.models)
     modes = [('eager', args.models), ('native-ln', native), ('fused-ln', fused), ('graph', graphed),
-             ('compile', compiled)]
-    rows = [(m, mode) for m in dict.fromkeys(args.models + native + fused + graphed + compiled)
+             ('compile', compiled), ('compile-cg', cudagraphed)]
+    rows = [(m, mode) for m in dict.fromkeys(args.models + native + fused + graphed + compiled + cudagraphed)
             for mode, names in modes if m in names]
     for name, mode in rows:
         if time.time() - start > args.time_budget:

@@ -61,9 +61,10 @@ def category_totals(events, iters) -> dict:
     return dict(sorted(totals.items(), key=lambda item: -item[1][0]))
 
 
-def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False):
+def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False, host_rows=0):
     """layer_norm: 'as built', 'native' (every LayerNorm on torch's kernels) or 'fused' (every LayerNorm the
-    fused one: this toolkit's models have it built in, timm's get theirs swapped)."""
+    fused one: this toolkit's models have it built in, timm's get theirs swapped). host_rows: also record the host
+    side and print that many ops / regions by their own (self) CPU time."""
     model = channels_last(build(name, 'fused-ln' if layer_norm == 'fused' else 'eager', img_size=size).train(train))
     forward = model.forward_features if features else model
     if compiled:
@@ -80,7 +81,8 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
             with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16):
                 forward(x)
     with fused_layer_norm(layer_norm != 'native'):
-        events = [e for e in profile_calls(step, iters).key_averages() if e.device_time_total > 0]
+        averages = profile_calls(step, iters, cpu=host_rows > 0).key_averages()
+        events = [e for e in averages if e.device_time_total > 0]
         # wall time per call without the profiler: above the kernels' time, the call is bound by the host
         wall = wall_ms(step, iters)
     events.sort(key=lambda e: -e.self_device_time_total)  # kernels first, not the regions that hold them
@@ -93,6 +95,12 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
                                     for family, (ms, n) in category_totals(events, iters).items()))
     for e in events[:rows]:
         print(f'{e.self_device_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
+    if host_rows:
+        host = sorted(averages, key=lambda e: -e.self_cpu_time_total)
+        print(f'host: {sum(e.self_cpu_time_total for e in host) / iters / 1e3:.2f} ms of self CPU time per call '
+              '(profiled, so slower than without the profiler)')
+        for e in host[:host_rows]:
+            print(f'{e.self_cpu_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
 
 
 def main():
@@ -105,6 +113,8 @@ def main():
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--rows', type=int, default=15)
     parser.add_argument('--compile', action='store_true', help='profile the torch.compile\'d model')
+    parser.add_argument('--host-rows', type=int, default=0,
+                        help='also profile the host and print this many ops by their own CPU time')
     parser.add_argument('--fused-layer-norm', action='store_true',
                         help='profile each model twice: every LayerNorm on torch\'s kernels, then every one '
                              'linattn_vision.layers.LayerNorm (under autocast in inference: one Triton kernel, '
@@ -117,7 +127,7 @@ def main():
     for name in args.models:
         for layer_norm in ('native', 'fused') if args.fused_layer_norm else ('as built',):
             profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows, layer_norm,
-                    args.compile)
+                    args.compile, args.host_rows)
 
 
 if __name__ == '__main__':
