@@ -4,7 +4,9 @@
 #   tests    pytest -m gpu of the ops (~3 min)             op       the op table, all methods (~3 min)
 #   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T and Swin-T (~4 min)
-#   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled (~3 min)
+#   compile-cg  the same under torch.compile(mode='reduce-overhead'): CUDA graphs, no host in the step (not yet timed)
+#   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled, and the compiled step's
+#            host ops by their own CPU time (~3 min)
 #   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)
 #   parts    per-stage / per-block GPU time, SDPA backends, DWC, the op's splits (tools/benchmark_parts.py, ~3 min)
 #
@@ -27,15 +29,19 @@ for part in "${parts[@]}"; do
         models) python tools/benchmark_models.py --graph --nan-steps 200 ;;
         compile) python tools/benchmark_models.py --models flatten_swin_t swin_tiny_patch4_window7_224 \
                      --compile flatten_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
+        compile-cg) python tools/benchmark_models.py --models flatten_swin_t swin_tiny_patch4_window7_224 \
+                        --compile-cudagraphs flatten_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         profile) python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train &&
-                 python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile ;;
+                 python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile \
+                     --host-rows 30 ;;
         layernorm) python -m pytest -q tests/ops/test_layer_norm.py -m gpu -p no:cacheprovider &&
                    python tools/profile_model.py agent_swin_t flatten_swin_t swin_tiny_patch4_window7_224 \
                        --size 1024 --features --rows 6 --fused-layer-norm &&
                    python tools/benchmark_models.py --layer-norm-ab flatten_swin_t agent_swin_t \
                        swin_tiny_patch4_window7_224 ;;
         parts) python tools/benchmark_parts.py ;;
-        *) echo "unknown part '$part' (tests, op, models, compile, profile, layernorm, parts)" >&2; exit 2 ;;
+        *) echo "unknown part '$part' (tests, op, models, compile, compile-cg, profile, layernorm, parts)" >&2
+           exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
