@@ -15,6 +15,7 @@ import os
 import sys
 
 import torch
+from torch.autograd import DeviceType
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_attention import profile_calls  # noqa: E402
@@ -61,6 +62,12 @@ def category_totals(events, iters) -> dict:
     return dict(sorted(totals.items(), key=lambda item: -item[1][0]))
 
 
+def kernel_events(averages) -> list:
+    """The profiled device events (the kernels). With the host recorded too, the torch ops that launch kernels
+    also report self device time: counting them would count those kernels twice."""
+    return [e for e in averages if e.device_time_total > 0 and e.device_type != DeviceType.CPU]
+
+
 def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False, host_rows=0):
     """layer_norm: 'as built', 'native' (every LayerNorm on torch's kernels) or 'fused' (every LayerNorm the
     fused one: this toolkit's models have it built in, timm's get theirs swapped). host_rows: also record the host
@@ -82,7 +89,7 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
                 forward(x)
     with fused_layer_norm(layer_norm != 'native'):
         averages = profile_calls(step, iters, cpu=host_rows > 0).key_averages()
-        events = [e for e in averages if e.device_time_total > 0]
+        events = kernel_events(averages)
         # wall time per call without the profiler: above the kernels' time, the call is bound by the host
         wall = wall_ms(step, iters)
     events.sort(key=lambda e: -e.self_device_time_total)  # kernels first, not the regions that hold them

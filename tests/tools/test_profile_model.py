@@ -33,3 +33,13 @@ def test_family_totals_sum_per_call_and_sort_largest_first():
     totals = tool.category_totals(events, iters=3)
     assert list(totals) == ['matmul', 'focused op']
     assert totals['focused op'] == (4000.0 / 3 / 1e3, 4) and totals['matmul'] == (3.0, 10)
+
+
+def test_kernel_rows_leave_out_the_host_ops_that_launch_them():
+    """With the host profiled, aten::mm reports the self device time of its kernel: counted once, as the kernel."""
+    from torch.autograd import DeviceType
+    tool = load_tool('profile_model')
+    events = [SimpleNamespace(key='aten::mm', device_time_total=5.0, device_type=DeviceType.CPU),
+              SimpleNamespace(key='nvjet_sm90_tst', device_time_total=5.0, device_type=DeviceType.CUDA),
+              SimpleNamespace(key='aten::empty', device_time_total=0.0, device_type=DeviceType.CPU)]
+    assert [e.key for e in tool.kernel_events(events)] == ['nvjet_sm90_tst']
