@@ -36,11 +36,13 @@ import torch
 
 # the checkout as a fallback: a linattn_vision on PYTHONPATH comes first (A/B runs against another copy of the code)
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# and tools/ itself (as a script it is sys.path[0] already; loaded as a module, e.g. by the tests, it is not)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timm  # noqa: E402
 
 import linattn_vision  # noqa: E402,F401  (registers the models)
 from linattn_vision.layers import fused_layer_norm  # noqa: E402
-from benchmark_attention import time_cuda  # noqa: E402  (tools/ is on sys.path when run as a script)
+from benchmark_attention import time_cuda  # noqa: E402
 
 OURS = ['flatten_swin_t', 'agent_swin_t', 'flatten_pvt_t', 'agent_pvt_t', 'flatten_cswin_t']
 BASELINES = ['swin_tiny_patch4_window7_224', 'pvt_v2_b1', 'deit_tiny_patch16_224']
@@ -235,10 +237,22 @@ def wall_ms(fn, calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e3
 
 
+def measured_rows(args) -> list[tuple[str, str]]:
+    """(model, table mode) of every row, grouped by model in the order first named. Each extra mode's option
+    absent: no rows; given without names: every model of --models; with names: those models."""
+    def chosen(names):
+        return [] if names is None else (names or args.models)
+    modes = [('eager', args.models), ('native-ln', chosen(args.native_layer_norm)),
+             ('fused-ln', chosen(args.fused_layer_norm)), ('graph', chosen(args.graph)),
+             ('compile', chosen(args.compile)), ('compile-cg', chosen(args.compile_cudagraphs))]
+    models = dict.fromkeys(name for _, names in modes for name in names)
+    return [(name, mode) for name in models for mode, names in modes if name in names]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--models', nargs='+', default=OURS + BASELINES)
-    parser.add_argument('--compile', nargs='*', default=[], metavar='MODEL',
+    parser.add_argument('--compile', nargs='*', default=None, metavar='MODEL',
                         help='also measure these models under torch.compile (no names: all)')
     parser.add_argument('--compile-cudagraphs', nargs='*', default=None, metavar='MODEL',
                         help='also measure these models (no names: all) under torch.compile(mode="reduce-overhead"), '
@@ -275,7 +289,6 @@ def main(argv=None):
     if args.layer_norm_ab:
         layer_norm_ab(args.layer_norm_ab)
         return
-    compiled = args.models if args.compile == [] and '--compile' in (argv or sys.argv) else args.compile
     start = time.time()
     device = torch.cuda.get_device_name()
     threading = ', backward on the calling thread' if args.autograd_main_thread else ''
@@ -286,15 +299,7 @@ def main(argv=None):
               + [f'train img/s b{args.batch}@224', 'train GiB'])
     print('| ' + ' | '.join(header) + ' |')
     print('|' + '|'.join('---' for _ in header) + '|')
-    graphed = [] if args.graph is None else (args.graph or args.models)
-    fused = [] if args.fused_layer_norm is None else (args.fused_layer_norm or args.models)
-    native = [] if args.native_layer_norm is None else (args.native_layer_norm or args.models)
-    cudagraphed = [] if args.compile_cudagraphs is None else (args.compile_cudagraphs or args.models)
-    modes = [('eager', args.models), ('native-ln', native), ('fused-ln', fused), ('graph', graphed),
-             ('compile', compiled), ('compile-cg', cudagraphed)]
-    rows = [(m, mode) for m in dict.fromkeys(args.models + native + fused + graphed + compiled + cudagraphed)
-            for mode, names in modes if m in names]
-    for name, mode in rows:
+    for name, mode in measured_rows(args):
         if time.time() - start > args.time_budget:
             print(f'| {name} | {mode} | skipped (time budget) |')
             continue
