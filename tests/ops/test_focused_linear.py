@@ -160,6 +160,31 @@ def test_triton_deterministic_and_compiles():
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
 
 
+@pytest.mark.gpu
+@requires_cuda
+def test_inductor_launches_the_kernels_itself(monkeypatch):
+    """The registered ops are triton_ops: inductor's generated code launches the four kernels, it does not call
+    back into the ops. Compiled before any eager call has loaded the kernel module (as a script that compiles its
+    model first does): the ops' bodies, traced while the frame's guards are built, must not load it then."""
+    from torch._inductor.utils import run_and_get_code
+
+    from linattn_vision.ops import _triton
+    monkeypatch.setattr(_triton, '_LOADED', {})
+    q, k, v, scale, pos = make_inputs(2, 200, 3, 32, torch.bfloat16, 'cuda')
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, scale, pos)]
+
+    def step(q, k, v, scale, pos):
+        out = focused_linear_attention(q, k, v, scale, pos, 3)
+        out.float().square().sum().backward()
+        return out
+    torch._dynamo.reset()
+    _, codes = run_and_get_code(torch.compile(step), *leaves)
+    code = '\n'.join(codes)
+    for kernel in ('_fwd_state_kernel', '_fwd_out_kernel', '_bwd_q_kernel', '_bwd_kv_kernel'):
+        assert kernel in code, kernel
+    assert 'torch.ops.linattn.' not in code  # (an opaque op is called as torch.ops.linattn.<name>.default)
+
+
 @pytest.mark.parametrize('num_heads, head_dim, half_ok, fp32_ok', [
     (3, 32, True, True),      # FLatten-Swin-T stage 1: state 4 x 32 x 32
     (1, 64, True, True),      # FLatten-PVT-T stage 1

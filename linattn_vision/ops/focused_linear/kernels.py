@@ -402,20 +402,26 @@ def _bwd_kv_kernel(
 
 # ---------------------------------------------------------------------------------------------------- launchers
 
-def _launch(name, kernel, x, num_heads, args, partial_size=0, runtime=(), **constexprs):
+def _launch(name, kernel, x, num_heads, args, partial_size=0, runtime=(), traceable=False, **constexprs):
     """Launch `kernel` on a (batch, split) grid with the pass's configuration. With partial_size, the kernel
     takes (after args) a fresh fp32 (B, splits, partial_size) buffer of per-split partials, which is returned;
-    `runtime` are the kernel's scalars between the head layout and the loop bounds."""
+    `runtime` are the kernel's scalars between the head layout and the loop bounds. traceable: launch through
+    torch.library.wrap_triton (the registered ops' body, which torch.compile traces into and inductor then launches
+    itself); such a launch takes no register cap (wrap_triton passes only warps and stages), so the capped pass
+    runs uncapped there."""
     B, N, C = x.shape
     head_dim = C // num_heads
     cfg = _launch_config(name, num_heads, head_dim, N, B, x.device, x.dtype == torch.float32)
     part = x.new_empty(B, cfg['splits'], partial_size, dtype=torch.float32) if partial_size else None
-    compiled = kernel[(B, cfg['splits'])](
+    options = dict(num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
+    if cfg.get('maxnreg') and not traceable:
+        options['maxnreg'] = cfg['maxnreg']
+    launcher = torch.library.wrap_triton(kernel) if traceable else kernel
+    compiled = launcher[(B, cfg['splits'])](
         *args, *(() if part is None else (part,)), N, C, head_dim, num_heads, *runtime,
         cfg['blocks_per_split'], cfg['n_blocks'], BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
-        STATE=cfg['STATE'], num_warps=cfg['num_warps'], num_stages=cfg['num_stages'],
-        **({'maxnreg': cfg['maxnreg']} if cfg.get('maxnreg') else {}), **constexprs)
-    if COMPILE_STATS is not None and not INTERPRET:
+        STATE=cfg['STATE'], **options, **constexprs)
+    if COMPILE_STATS is not None and not INTERPRET and not traceable:
         COMPILE_STATS[name] = (compiled.n_regs, compiled.n_spills)
     return part
 
@@ -425,12 +431,13 @@ def _meta(q, focusing_factor: float) -> dict:
     return dict(P=float(focusing_factor), P_INT=_pow_int(focusing_factor), DOT_MODE=_dot_mode(q.dtype))
 
 
-def forward(q, k, v, scale, pos, num_heads: int, focusing_factor: float):
+def forward(q, k, v, scale, pos, num_heads: int, focusing_factor: float, traceable: bool = False):
     """Returns out (B, N, C) in v's dtype (contiguous) and the fp32 state (B, state_size): kv / N, then kmean, in
     the padded layout of layout.state_size. q, k, v (B, N, C) with unit channel stride (any batch and token strides,
-    e.g. slices of one qkv tensor); scale: the raw fp32 (C,) parameter; pos contiguous (N, C) or None."""
+    e.g. slices of one qkv tensor); scale: the raw fp32 (C,) parameter; pos contiguous (N, C) or None.
+    traceable: see _launch."""
     N = q.shape[1]
-    meta = _meta(q, focusing_factor)
+    meta = dict(_meta(q, focusing_factor), traceable=traceable)
     part = _launch('fwd_state', _fwd_state_kernel, q, num_heads,
                    (k, *k.stride()[:2], v, *v.stride()[:2], pos if pos is not None else k, scale),
                    state_size(num_heads, q.shape[2] // num_heads), runtime=(1.0 / N,), HAS_POS=pos is not None,
@@ -441,10 +448,10 @@ def forward(q, k, v, scale, pos, num_heads: int, focusing_factor: float):
     return out, state
 
 
-def backward(dout, q, k, v, scale, pos, state, num_heads: int, focusing_factor: float):
+def backward(dout, q, k, v, scale, pos, state, num_heads: int, focusing_factor: float, traceable: bool = False):
     """Returns dq, dk, dv (dtypes of q, k, v) and dL/d scale (the raw parameter) as fp32 (C,)."""
     N, C = q.shape[1], q.shape[2]
-    meta = _meta(q, focusing_factor)
+    meta = dict(_meta(q, focusing_factor), traceable=traceable)
     dq, dk, dv = (torch.empty(q.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
     part = _launch('bwd_q', _bwd_q_kernel, q, num_heads, (q, *q.stride()[:2], dout, scale, state, dq),
                    state_size(num_heads, C // num_heads) + C, runtime=(1.0 / N,), **meta)

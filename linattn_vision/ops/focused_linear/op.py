@@ -4,18 +4,19 @@ kernels on CUDA, the exact PyTorch path elsewhere.
 `focused_linear_attention` dispatches: CUDA tensors of fp32/fp16/bf16 with a head layout the kernels take go to
 `torch.ops.linattn.focused_linear_attention_fwd` (its backward is `..._bwd`); anything else, or everything inside
 `use_reference()` / with LINATTN_FORCE_REFERENCE=1, runs `focused_linear_attention_reference`. The registered ops
-are opaque to torch.compile (it traces around them through their fake implementations), and they also run
-on CPU: with TRITON_INTERPRET=1 set before the first call they run the Triton kernels in Triton's interpreter,
-otherwise an exact PyTorch computation of the same outputs.
+are torch.library triton_ops: torch.compile traces into them (inductor sees and launches the kernels), while eager
+calls run the same body directly. They also run on CPU: with TRITON_INTERPRET=1 set before the first call they run
+the Triton kernels in Triton's interpreter, otherwise an exact PyTorch computation of the same outputs.
 """
+import importlib
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..._switch import Switch
-from .._triton import INTERPRET, load_kernels
-from .layout import kernels_support, state_size, tile_dims
+from .._triton import INTERPRET, TRITON_FOUND, load_kernels
+from .layout import kernels_support, tile_dims
 from .reference import EPS_DENOM, EPS_RELU, focus_with_divisor, focused_linear_attention_reference
 
 _FORCE_REFERENCE = Switch('LINATTN_FORCE_REFERENCE', default_on=False)
@@ -32,7 +33,19 @@ def _load_kernels():
     return load_kernels(__package__ + '.kernels')
 
 
-def _runs_triton(x: torch.Tensor) -> bool:
+def _kernel_module():
+    """The kernel module itself, for the ops' bodies (which run outside dynamo's tracing, where an import is fine;
+    _load_kernels may answer True there while dynamo traces)."""
+    return importlib.import_module(__package__ + '.kernels')
+
+
+def _runs_triton(x: torch.Tensor, traceable: bool = False) -> bool:
+    """Whether the kernels take x: CUDA tensors, or CPU ones under Triton's interpreter. In the traceable
+    (registered op) bodies: CUDA only (interpreted kernels cannot be traced), and without touching load_kernels'
+    registry: torch.compile runs these bodies while it still builds the guards of the calling frame, one of which
+    is that registry's state (a change there fails the new guard at once)."""
+    if traceable:
+        return x.is_cuda and TRITON_FOUND
     return (x.is_cuda or INTERPRET) and _load_kernels() is not None
 
 
@@ -112,45 +125,42 @@ def _pack_state(kv, kmean, num_heads, head_dim):
 
 # ---------------------------------------------------------------------------------------- registered ops
 # The ops take the raw scale parameter (softplus runs inside) and pos as stored ((N, C) or (1, N, C), contiguous),
-# so an eager call records no extra autograd nodes for them.
+# so an eager call records no extra autograd nodes for them. They are triton_ops: torch.compile traces into their
+# bodies, so inductor launches the kernels itself and fuses the partial sums, instead of calling back into this
+# Python code (host time per call) for each op in a compiled step. The bodies are also their fake (meta) kernels.
 
-@torch.library.custom_op('linattn::focused_linear_attention_fwd', mutates_args=())
+@torch.library.triton_op('linattn::focused_linear_attention_fwd', mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor, pos: Optional[torch.Tensor],
             num_heads: int, focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, k, v (B, N, C) with unit channel stride; scale: raw fp32 parameter of C elements, contiguous; pos:
     N * C contiguous values or None) -> (out contiguous in v's dtype, fp32 state kv / N and kmean (B,
     layout.state_size), saved for the backward)."""
-    return _forward_impl(q, k, v, scale, pos, num_heads, focusing_factor)
+    return _forward_impl(q, k, v, scale, pos, num_heads, focusing_factor, traceable=True)
 
 
-def _forward_impl(q, k, v, scale, pos, num_heads, focusing_factor):
-    if _runs_triton(q):
-        return _load_kernels().forward(q, k, v, scale, pos, num_heads, focusing_factor)
+def _forward_impl(q, k, v, scale, pos, num_heads, focusing_factor, traceable=False):
+    if _runs_triton(q, traceable):
+        return _kernel_module().forward(q, k, v, scale, pos, num_heads, focusing_factor, traceable)
     B, N, C = q.shape
     with torch.autocast(q.device.type, enabled=False):
         out, kv, kmean = _exact_core(q, k, v, F.softplus(scale.reshape(C).float()),
                                      None if pos is None else pos.reshape(N, C), num_heads, focusing_factor)
-    return out.to(v.dtype), _pack_state(kv.float(), kmean.float(), num_heads, C // num_heads)
+    # contiguous, as the kernels return them, whatever the inputs' strides
+    return out.to(v.dtype).contiguous(), _pack_state(kv.float(), kmean.float(), num_heads, C // num_heads)
 
 
-@_fwd_op.register_fake
-def _fwd_fake(q, k, v, scale, pos, num_heads, focusing_factor):
-    B, _, C = q.shape
-    return (q.new_empty(q.shape, dtype=v.dtype),
-            q.new_empty(B, state_size(num_heads, C // num_heads), dtype=torch.float32))
-
-
-@torch.library.custom_op('linattn::focused_linear_attention_bwd', mutates_args=())
+@torch.library.triton_op('linattn::focused_linear_attention_bwd', mutates_args=())
 def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor,
             pos: Optional[torch.Tensor], state: torch.Tensor, num_heads: int,
             focusing_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (dq, dk, dv in the dtypes of q, k, v; dL/d scale fp32 in scale's shape). dk is also dL/d(k + pos)."""
-    return _backward_impl(dout, q, k, v, scale, pos, state, num_heads, focusing_factor)
+    return _backward_impl(dout, q, k, v, scale, pos, state, num_heads, focusing_factor, traceable=True)
 
 
-def _backward_impl(dout, q, k, v, scale, pos, state, num_heads, focusing_factor):
-    if _runs_triton(q):
-        dq, dk, dv, dscale = _load_kernels().backward(dout, q, k, v, scale, pos, state, num_heads, focusing_factor)
+def _backward_impl(dout, q, k, v, scale, pos, state, num_heads, focusing_factor, traceable=False):
+    if _runs_triton(q, traceable):
+        dq, dk, dv, dscale = _kernel_module().backward(dout, q, k, v, scale, pos, state, num_heads,
+                                                       focusing_factor, traceable)
         return dq, dk, dv, dscale.view(scale.shape)
     B, N, C = q.shape
     raw = scale.reshape(C).float()
@@ -158,14 +168,7 @@ def _backward_impl(dout, q, k, v, scale, pos, state, num_heads, focusing_factor)
         dq, dk, dv, ds = _exact_backward(dout, q, k, v, F.softplus(raw), None if pos is None else pos.reshape(N, C),
                                          num_heads, focusing_factor)
         dscale = torch.ops.aten.softplus_backward(ds, raw, 1, 20)
-    # contiguous, as the fake kernel says, whatever the inputs' strides
     return dq.contiguous(), dk.contiguous(), dv.contiguous(), dscale.reshape(scale.shape)
-
-
-@_bwd_op.register_fake
-def _bwd_fake(dout, q, k, v, scale, pos, state, num_heads, focusing_factor):
-    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape),
-            scale.new_empty(scale.shape, dtype=torch.float32))
 
 
 def _fwd_setup_context(ctx, inputs, output):
