@@ -68,6 +68,22 @@ def kernel_events(averages) -> list:
     return [e for e in averages if e.device_time_total > 0 and e.device_type != DeviceType.CPU]
 
 
+def make_step(model, forward, x, train: bool):
+    """One profiled call under bf16 autocast. Training: forward + backward, then the gradients set to None as
+    optimizer.zero_grad() does, so every backward writes fresh gradients: accumulating into the previous call's
+    would add a kernel and host work per parameter that a training step does not have."""
+    def step():
+        if train:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                out = forward(x)
+            out.float().square().mean().backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16):
+                forward(x)
+    return step
+
+
 def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False, host_rows=0):
     """layer_norm: 'as built', 'native' (every LayerNorm on torch's kernels) or 'fused' (every LayerNorm the
     fused one: this toolkit's models have it built in, timm's get theirs swapped). host_rows: also record the host
@@ -78,15 +94,7 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
         torch._dynamo.reset()
         forward = torch.compile(forward)  # compiled by profile_calls' warm-up calls
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
-
-    def step():
-        if train:
-            with torch.autocast('cuda', dtype=torch.bfloat16):
-                out = forward(x)
-            out.float().square().mean().backward()
-        else:
-            with torch.inference_mode(), torch.autocast('cuda', dtype=torch.bfloat16):
-                forward(x)
+    step = make_step(model, forward, x, train)
     with fused_layer_norm(layer_norm != 'native'):
         averages = profile_calls(step, iters, cpu=host_rows > 0).key_averages()
         events = kernel_events(averages)

@@ -3,10 +3,10 @@
     python tools/train.py configs/cls/flatten_swin_t_in1k.py [--work-dir DIR] [--amp] [--compile [BACKEND]]
         [--resume [CKPT]] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
 
-``--compile`` runs the training step under torch.compile (mmengine's ``compile`` setting; FLatten blocks keep the
-Triton op as one opaque node); the first iterations are slow while it compiles. Measured so far only outside this
-tool: on an H100, torch.compile took a FLatten-Swin-T training step at 224 (tools/benchmark_models.py) from 1339
-to 1720 img/s, Swin-T's from 1030 to 2486 (BENCHMARKS.md, session 8); through tools/train.py it has run on CPU only
+``--compile`` runs the training step under torch.compile (mmengine's ``compile`` setting; inductor launches the
+FLatten op's Triton kernels itself); the first iterations are slow while it compiles. Measured so far only outside
+this tool: on an H100, torch.compile took a FLatten-Swin-T training step at 224 (tools/benchmark_models.py) from 1471
+to 2061 img/s, Swin-T's from 1221 to 2386 (BENCHMARKS.md, session 12); through tools/train.py it has run on CPU only
 (tests, aot_eager backend).
 
 The config's ``default_scope`` picks the library: 'mmdet', 'mmseg', or 'linattn_vision' (ImageNet classification,

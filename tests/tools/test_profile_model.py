@@ -43,3 +43,18 @@ def test_kernel_rows_leave_out_the_host_ops_that_launch_them():
               SimpleNamespace(key='nvjet_sm90_tst', device_time_total=5.0, device_type=DeviceType.CUDA),
               SimpleNamespace(key='aten::empty', device_time_total=0.0, device_type=DeviceType.CPU)]
     assert [e.key for e in tool.kernel_events(events)] == ['nvjet_sm90_tst']
+
+
+def test_training_step_leaves_no_gradient_to_accumulate_into():
+    """Each profiled training call backpropagates into fresh gradients, as after optimizer.zero_grad(): an
+    accumulation (one add kernel per parameter) would be profiled work a training step does not do."""
+    import torch
+    tool = load_tool('profile_model')
+    model = torch.nn.Linear(4, 3)
+    seen = []
+    model.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.clone()))
+    step = tool.make_step(model, model, torch.randn(2, 4), train=True)
+    step()
+    step()
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # the second gradient is not the first one doubled
+    assert all(p.grad is None for p in model.parameters())
