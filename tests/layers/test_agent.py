@@ -1,4 +1,6 @@
 """Agent attention (op and module) against a float64 evaluation of the formula of the official modules."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -186,3 +188,52 @@ def test_bad_inputs_are_clear_errors():
         AgentAttention(16, 2, (4, 4), agent_num=4, sr_ratio=2)
     with pytest.raises(ValueError, match='not 0 prefix tokens \\+ the 4x5 grid'):
         AgentAttention(16, 2, (4, 4), agent_num=4)(torch.randn(1, 16, 16), (4, 5))
+
+
+def _compiled_with_graph_ops(module):
+    """torch.compile(module) with a backend that records the ops of each graph dynamo captures."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op in ('call_function', 'call_method')})
+        return gm.forward
+    torch._dynamo.reset()
+    return torch.compile(module, backend=backend), graphs
+
+
+def test_compiled_training_runs_the_biased_steps_as_matmuls():
+    """Under torch.compile, a step that trains the biases computes both softmax steps as matmul, softmax, matmul
+    (inductor's bias layouts broke SDPA's memory-efficient backward on CUDA); the outputs and every gradient are
+    float64 eager's. Without gradients (inference) the compiled steps stay on SDPA."""
+    torch.manual_seed(0)
+    m = _randomize(AgentAttention(16, 2, (4, 4), agent_num=4)).train()
+    x = torch.randn(2, 16, 16)
+    m64 = copy.deepcopy(m).double()
+    out = m64(x.double(), (4, 4))
+    grads = torch.autograd.grad(out.square().sum(), list(m64.parameters()))
+
+    compiled, graphs = _compiled_with_graph_ops(m)
+    out_c = compiled(x, (4, 4))
+    grads_c = torch.autograd.grad(out_c.square().sum(), list(m.parameters()))
+    ops = set().union(*graphs)
+    assert not any('scaled_dot_product_attention' in op for op in ops)
+    assert any('matmul' in op for op in ops) and 'softmax' in ops
+    torch.testing.assert_close(out_c.double(), out, rtol=1e-5, atol=1e-5)
+    for g_c, g in zip(grads_c, grads):
+        torch.testing.assert_close(g_c.double(), g, rtol=1e-4, atol=1e-5 * g.abs().max().item())
+
+    compiled, graphs = _compiled_with_graph_ops(m.eval())
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, (4, 4)), m(x, (4, 4)), rtol=1e-5, atol=1e-5)
+    assert any('scaled_dot_product_attention' in op for op in set().union(*graphs))
+
+
+def test_matmul_steps_drop_attention_weights_like_sdpa():
+    """The matmul steps apply dropout to the attention weights (rows then no longer sum to one)."""
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 1, 8, 4), torch.randn(2, 1, 6, 4)
+    ones = torch.ones(2, 1, 6, 1)
+    assert torch.allclose(agent_op._attend(q, k, ones, None, 0.5), torch.ones(2, 1, 8, 1))
+    dropped = agent_op._attend(q, k, ones, None, 0.5, dropout_p=0.5)
+    assert not torch.allclose(dropped, torch.ones(2, 1, 8, 1))
+    torch.testing.assert_close(dropped.mean(), torch.tensor(1.0), atol=0.35, rtol=0)

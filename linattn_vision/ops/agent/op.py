@@ -7,9 +7,11 @@ bias that broadcasts over the batch, so fused kernels do the work and memory sta
 SDPA's CUDA kernels parallelise over (batch, head, block of queries) only, and the aggregation step has just n
 agents (49) as queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536
 tokens) it runs on a handful of SMs. There the aggregation is computed as matmul, softmax, matmul (an (n, N) score
-matrix per head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens).
+matrix per head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens). Where torch.compile traces a step
+that trains the biases, both steps are matmul, softmax, matmul too (see _biases_trained_under_compile).
 """
 import torch
+import torch.nn.functional as F
 
 from ..softmax_attention import softmax_attention
 
@@ -25,12 +27,24 @@ def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
     return agent.is_cuda and dropout_p == 0.0 and B * h * -(-n // SDPA_QUERIES_PER_PROGRAM) < MIN_SDPA_PROGRAMS
 
 
-def _attend(query, key, value, bias, scale):
-    """softmax(query key^T * scale + bias) value in plain products (the softmax accumulates in fp32)."""
+def _biases_trained_under_compile(*biases) -> bool:
+    """Whether torch.compile traces a step that trains the biases. Inductor lays out the biases as it likes (its
+    clone ignores memory_format), and the memory-efficient SDPA backward it then called rejected one whose last dim
+    it had made strided ("(*bias): last dimension must be contiguous", compiled Agent-Swin-T training on an H100,
+    torch 2.11): such steps run as matmul, softmax, matmul, which take any layout."""
+    return torch.compiler.is_compiling() and any(b is not None and b.requires_grad for b in biases)
+
+
+def _attend(query, key, value, bias, scale, dropout_p: float = 0.0):
+    """softmax(query key^T * scale + bias) value in plain products (the softmax accumulates in fp32), with dropout
+    on the attention weights as SDPA applies it."""
     scores = torch.matmul(query * scale, key.transpose(-2, -1))
     if bias is not None:
         scores = scores + bias
-    return torch.matmul(scores.softmax(dim=-1), value)
+    weights = scores.softmax(dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    return torch.matmul(weights, value)
 
 
 def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None, dropout_p: float = 0.0):
@@ -46,6 +60,9 @@ def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None
         agent_bias = agent_bias.to(q.dtype)
     if query_bias is not None:
         query_bias = query_bias.to(q.dtype)
+    if _biases_trained_under_compile(agent_bias, query_bias):
+        agent_v = _attend(agent, k, v, agent_bias, scale, dropout_p)
+        return _attend(q, agent, agent_v, query_bias, scale, dropout_p)
     if _aggregation_by_matmul(agent, dropout_p):
         agent_v = _attend(agent, k, v, agent_bias, scale)
     else:
