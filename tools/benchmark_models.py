@@ -299,6 +299,7 @@ def main(argv=None):
               + [f'train img/s b{args.batch}@224', 'train GiB'])
     print('| ' + ' | '.join(header) + ' |')
     print('|' + '|'.join('---' for _ in header) + '|')
+    failed = []
     for name, mode in measured_rows(args):
         if time.time() - start > args.time_budget:
             print(f'| {name} | {mode} | skipped (time budget) |')
@@ -306,6 +307,7 @@ def main(argv=None):
         with fused_layer_norm(mode != 'native-ln'):
             cells = measure_row(name, mode, args)
         print('| ' + ' | '.join(cells) + ' |', flush=True)
+        failed += failed_settings(header, cells)
     if args.nan_steps:
         print(f'\n# {args.nan_steps}-step bf16 autocast training on one fixed batch of 32 (AdamW 5e-4, clip 5)')
         print('| model | first loss | last loss | max |grad| | all finite |')
@@ -315,6 +317,14 @@ def main(argv=None):
             first, last, max_grad, finite = nan_check(name, args.nan_steps)
             print(f'| {name} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {finite} |', flush=True)
     print(f'# total {time.time() - start:.0f} s')
+    if failed:
+        # the table is printed whole; the exit status tells scripts (tools/gpu_check.sh) that a setting failed
+        sys.exit(f'# {len(failed)} setting(s) failed: ' + '; '.join(failed))
+
+
+def failed_settings(header: list[str], cells: list[str]) -> list[str]:
+    """'model mode: column' for each cell of a table row that says a setting raised (not OOM, which is a result)."""
+    return [f'{cells[0]} {cells[1]}: {column}' for column, cell in zip(header, cells) if cell.startswith('error')]
 
 
 if __name__ == '__main__':

@@ -237,3 +237,26 @@ def test_matmul_steps_drop_attention_weights_like_sdpa():
     dropped = agent_op._attend(q, k, ones, None, 0.5, dropout_p=0.5)
     assert not torch.allclose(dropped, torch.ones(2, 1, 8, 1))
     torch.testing.assert_close(dropped.mean(), torch.tensor(1.0), atol=0.35, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_gpu_inductor_compiled_training_matches_eager():
+    """Inductor on CUDA, bf16 autocast, the official Agent-Swin stage-2 shape (16 agents: a bias last dim SDPA
+    does not pad): compiled Agent-Swin-T training failed here with SDPA's '(*bias): last dimension must be
+    contiguous'. The compiled step's outputs and gradients are eager's."""
+    torch.manual_seed(0)
+    m = AgentAttention(192, 6, (28, 28), agent_num=16).cuda().train()
+    x = torch.randn(4, 28 * 28, 192, device='cuda')
+
+    def step(module):
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            out = module(x, (28, 28))
+        return out.float(), torch.autograd.grad(out.float().square().mean(), list(m.parameters()))
+    out, grads = step(m)
+    torch._dynamo.reset()
+    out_c, grads_c = step(torch.compile(m))
+    assert out_c.isfinite().all() and all(g.isfinite().all() for g in grads_c)
+    torch.testing.assert_close(out_c, out, rtol=3e-2, atol=3e-2)
+    for g_c, g in zip(grads_c, grads):
+        torch.testing.assert_close(g_c, g, rtol=5e-2, atol=5e-2 * g.abs().max().item())

@@ -14,3 +14,11 @@ def test_rows_follow_each_mode_option_absent_bare_or_named():
     args = SimpleNamespace(models=['a'], native_layer_norm=None, fused_layer_norm=None, graph=None, compile=None,
                            compile_cudagraphs=[])
     assert tool.measured_rows(args) == [('a', 'eager'), ('a', 'compile-cg')]
+
+
+def test_a_setting_that_raised_is_named_for_the_exit_status():
+    tool = load_tool('benchmark_models')
+    header = ['model', 'mode', 'infer img/s b64@224', 'infer GiB', 'train img/s b64@224', 'train GiB']
+    assert tool.failed_settings(header, ['agent_swin_t', 'compile-cg', '9287', '0.55', 'error: RuntimeError', '-']) \
+        == ['agent_swin_t compile-cg: train img/s b64@224']
+    assert tool.failed_settings(header, ['flatten_swin_t', 'eager', '6820', '0.65', 'OOM', 'OOM']) == []
