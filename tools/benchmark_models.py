@@ -31,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 
 import torch
 
@@ -172,6 +173,8 @@ def run_guarded(fn, *args):
         return 'OOM', 'OOM'
     except Exception as e:  # a model that cannot run a setting: say so in the table, keep measuring the rest
         torch.cuda.empty_cache()
+        # the whole traceback on stderr (where in the model it failed), one line in the table's stream
+        traceback.print_exc(file=sys.stderr)
         print(f'# {fn.__name__}{args[:3]}: {type(e).__name__}: {str(e).splitlines()[0][:200]}', file=sys.stderr)
         return f'error: {type(e).__name__}', '-'
 
