@@ -28,10 +28,10 @@ def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
 
 
 def _biases_trained_under_compile(*biases) -> bool:
-    """Whether torch.compile traces a step that trains the biases. Inductor lays out the biases as it likes (its
-    clone ignores memory_format), and the memory-efficient SDPA backward it then called rejected one whose last dim
-    it had made strided ("(*bias): last dimension must be contiguous", compiled Agent-Swin-T training on an H100,
-    torch 2.11): such steps run as matmul, softmax, matmul, which take any layout."""
+    """Whether torch.compile traces a step that trains the biases. There SDPA's memory-efficient backward rejected a
+    bias with a strided last dim ("(*bias): last dimension must be contiguous", compiled Agent-Swin-T training on an
+    H100, torch 2.11): inductor lays out the biases as it likes (its clone ignores memory_format). Such steps run as
+    matmul, softmax, matmul, which take any layout."""
     return torch.compiler.is_compiling() and any(b is not None and b.requires_grad for b in biases)
 
 
