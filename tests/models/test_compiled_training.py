@@ -1,0 +1,42 @@
+"""Every model family trains under torch.compile (Dynamo + AOTAutograd; the aot_eager backend, as inductor's C++
+build would dominate a CPU test): one training step's output and parameter gradients are eager's. Inductor on CUDA
+is checked on the GPU machine (tests marked gpu, tools/gpu_check.sh)."""
+import pytest
+import timm
+import torch
+
+import linattn_vision  # noqa: F401  (registers the models)
+from model_checks import draw_flatten_params
+
+_SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_size=2)
+_PVT = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1))
+# one small member per skeleton and attention, at 64x64
+FAMILIES = {
+    'flatten_swin_t': _SWIN, 'agent_swin_t': _SWIN,
+    'flatten_pvt_t': _PVT, 'agent_pvt_t': _PVT,
+    'flatten_pvt_v2_b0': dict(depths=(1, 1, 1, 1)),
+    'flatten_cswin_t': dict(depth=(1, 1, 1, 1)), 'agent_cswin_t': dict(depth=(1, 1, 1, 1)),
+    'flatten_deit_t': dict(depth=2), 'agent_deit_t': dict(depth=2),
+}
+
+
+def _train_step(model, forward, x):
+    model.zero_grad(set_to_none=True)
+    out = forward(x)
+    out.square().mean().backward()
+    return out.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize('name', sorted(FAMILIES))
+def test_compiled_training_step_matches_eager(name):
+    torch.manual_seed(0)
+    model = draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name])).train()
+    x = torch.randn(2, 3, 64, 64)
+    out, grads = _train_step(model, model, x)
+    torch._dynamo.reset()
+    out_c, grads_c = _train_step(model, torch.compile(model, backend='aot_eager'), x)
+    torch.testing.assert_close(out_c, out, rtol=1e-4, atol=1e-5)
+    assert grads_c.keys() == grads.keys() and len(grads) > 10
+    for n, g in grads.items():
+        torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item() + 1e-8,
+                                   msg=lambda m, n=n: f'{n}: {m}')
