@@ -6,7 +6,7 @@ import timm
 import torch
 
 import linattn_vision  # noqa: F401  (registers the models)
-from model_checks import draw_flatten_params
+from model_checks import draw_flatten_params, train_step
 
 _SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_size=2)
 _PVT = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1))
@@ -20,11 +20,8 @@ FAMILIES = {
 }
 
 
-def _train_step(model, forward, x):
-    model.zero_grad(set_to_none=True)
-    out = forward(x)
-    out.square().mean().backward()
-    return out.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+def _grads(model):
+    return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize('name', sorted(FAMILIES))
@@ -32,9 +29,10 @@ def test_compiled_training_step_matches_eager(name):
     torch.manual_seed(0)
     model = draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name])).train()
     x = torch.randn(2, 3, 64, 64)
-    out, grads = _train_step(model, model, x)
+    out, grads = train_step(model, x).detach(), _grads(model)
+    model.zero_grad(set_to_none=True)
     torch._dynamo.reset()
-    out_c, grads_c = _train_step(model, torch.compile(model, backend='aot_eager'), x)
+    out_c, grads_c = train_step(torch.compile(model, backend='aot_eager'), x).detach(), _grads(model)
     torch.testing.assert_close(out_c, out, rtol=1e-4, atol=1e-5)
     assert grads_c.keys() == grads.keys() and len(grads) > 10
     for n, g in grads.items():
