@@ -1,13 +1,17 @@
 """Train a classifier, detector or segmentor from an mmengine config (mmdet's CLI).
 
-    python tools/train.py configs/cls/flatten_swin_t_in1k.py [--work-dir DIR] [--amp] [--compile [BACKEND]]
+    python tools/train.py configs/cls/flatten_swin_t_in1k.py [--work-dir DIR] [--amp]
+        [--compile [BACKEND]] [--compile-mode default|reduce-overhead|max-autotune]
         [--resume [CKPT]] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
 
-``--compile`` runs the training step under torch.compile (mmengine's ``compile`` setting; inductor launches the
-FLatten op's Triton kernels itself); the first iterations are slow while it compiles. Measured so far only outside
-this tool: on an H100, torch.compile took a FLatten-Swin-T training step at 224 (tools/benchmark_models.py) from 1471
-to 2061 img/s, Swin-T's from 1221 to 2386 (BENCHMARKS.md, session 12); through tools/train.py it has run on CPU only
-(tests, aot_eager backend).
+``--compile`` (or the config's ``compile = True`` / ``dict(...)`` of torch.compile arguments) compiles the network:
+a classifier's timm model, a detector's or segmentor's backbone and neck (linattn_vision.mm.launch.compile_network;
+inductor launches the FLatten op's Triton kernels itself). Not mmengine's whole ``train_step``: there the optimizer
+step recompiled at every learning-rate change and the logging code compiled too. The first iterations (and the
+first validation) are slow while it compiles. ``--compile-mode reduce-overhead`` replays the compiled network from
+CUDA graphs, which takes the host's launch cost out of the step. Measured outside this tool (tools/benchmark_models.py,
+BENCHMARKS.md session 12, H100, training img/s at batch 64, 224): FLatten-Swin-T eager 1471, compiled 2061,
+reduce-overhead 3720; Swin-T 1221, 2386, 3335. Through this tool it has run on CPU only (tests, aot_eager backend).
 
 The config's ``default_scope`` picks the library: 'mmdet', 'mmseg', or 'linattn_vision' (ImageNet classification,
 mmengine + timm only). Checkpoints of this project load under torch's ``weights_only`` default through an explicit
@@ -28,7 +32,10 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', default=False, help='enable automatic mixed precision training')
     parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
-                        help='compile the training step with torch.compile (default backend: inductor)')
+                        help='compile the network with torch.compile (default backend: inductor)')
+    parser.add_argument('--compile-mode', choices=['default', 'reduce-overhead', 'max-autotune'],
+                        help="torch.compile's mode (implies --compile); reduce-overhead replays the compiled "
+                             'network from CUDA graphs')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the global batch size (auto_scale_lr in the config)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -55,8 +62,7 @@ def main(argv=None):
             setup_cache_size_limit_of_dynamo()
         if args.amp:
             launch.enable_amp(cfg)
-        if args.compile:
-            cfg.compile = dict(backend=args.compile)
+        compile_options = launch.take_compile_options(cfg, args.compile, args.compile_mode)
         if args.auto_scale_lr:
             if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
                 raise launch.UserInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
@@ -65,6 +71,8 @@ def main(argv=None):
         launch.check_inputs(cfg, loaders=('train', 'val'))
         launch.prepare_distributed(cfg)
         runner = launch.build_runner(cfg)
+        if compile_options is not None:
+            launch.compile_network(runner, compile_options)
         with launch.trusted_checkpoint_loading():
             runner.train()
     return runner

@@ -12,6 +12,8 @@ import os.path as osp
 import sys
 from typing import Iterator, Sequence
 
+import torch
+
 from .checkpoint import trusted_checkpoint_loading  # noqa: F401  (the drivers wrap runner.train/test in it)
 from .errors import UserInputError
 
@@ -55,6 +57,53 @@ def enable_amp(cfg) -> None:
                              f'{wrapper_type!r}')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+# The network parts compiled by --compile / the config's `compile`: a classifier's timm model, a detector's or
+# segmentor's backbone and neck (their dense, fixed-shape part; heads compute data-dependent losses).
+COMPILED_PARTS = ('model', 'backbone', 'neck')
+
+
+def take_compile_options(cfg, backend: str | None = None, mode: str | None = None) -> dict | None:
+    """torch.compile's keyword arguments for the network, from the config's ``compile`` setting (True or a dict) and
+    the command line's backend / mode, or None for no compilation. The setting is removed from ``cfg``: mmengine
+    would compile the whole ``train_step`` with it, where the optimizer step recompiles at every learning-rate
+    change (its guards hold the float lr), the logging code compiles too, and past the recompile limit the step
+    silently runs eager; compile_network compiles the network alone."""
+    setting = cfg.pop('compile', None)
+    if setting is True:
+        setting = {}
+    elif setting is False:
+        setting = None
+    elif setting is not None and not isinstance(setting, dict):
+        raise UserInputError(f'the config\'s compile setting must be True, False or a dict of torch.compile '
+                             f'arguments, not {setting!r}')
+    if backend is None and mode is None:
+        return None if setting is None else dict(setting)
+    options = dict(setting or {})
+    if backend is not None:
+        options['backend'] = backend
+    if mode is not None:
+        options['mode'] = mode
+    return options
+
+
+def compile_network(runner, options: dict) -> list[str]:
+    """``torch.compile`` the network parts of ``runner.model`` (COMPILED_PARTS) in place with ``options``;
+    returns their names. nn.Module.compile keeps parameter names, so checkpoints, resume and DDP are unchanged;
+    the data preprocessor, loss heads, optimizer step and logging stay eager."""
+    from mmengine.logging import print_log
+    from mmengine.model import is_model_wrapper
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    parts = [name for name in COMPILED_PARTS if isinstance(getattr(model, name, None), torch.nn.Module)]
+    if not parts:
+        raise UserInputError(f'--compile: {type(model).__name__} has none of the parts it compiles '
+                             f'({", ".join(COMPILED_PARTS)})')
+    for name in parts:
+        getattr(model, name).compile(**options)
+    print_log(f'torch.compile({", ".join(f"{k}={v!r}" for k, v in options.items())}) on {", ".join(parts)}; '
+              f'the first iterations (and the first validation) are slow while it compiles', logger='current')
+    return parts
 
 
 def apply_resume(cfg, resume: str | None) -> None:

@@ -301,16 +301,61 @@ def test_two_process_evaluation_counts_every_image_once(toy_root, tmp_path):
     assert found and float(found[-1]) == pytest.approx(single, abs=1e-3)
 
 
-def test_compiled_training_step_of_a_flatten_model(toy_root, tmp_path):
-    """--compile wraps the training step in torch.compile; a FLatten model (focusing function, GridCache, the
-    registered op's fake kernels) traces and trains. aot_eager: Dynamo + AOTAutograd without inductor's C++ build."""
+@HOOKS.register_module(force=True)
+class CountCompiledGraphs(Hook):
+    """Records how many graphs torch.compile has built when training starts and after each epoch's validation."""
+    counts = []
+
+    def before_train(self, runner):
+        type(self).counts = [self._built()]
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.counts.append(self._built())
+
+    @staticmethod
+    def _built():
+        import torch._dynamo.utils
+        return torch._dynamo.utils.counters['stats']['unique_graphs']
+
+
+def test_compiled_training_compiles_the_network_once(toy_root, tmp_path):
+    """--compile compiles the network (the classifier's timm model) in place, not mmengine's whole train_step: the
+    learning rate changes every iteration (warm-up, then cosine), and a compiled optimizer step would recompile at
+    each change (its guards hold the float lr). After the first epoch (training and validation graphs) nothing is
+    compiled again. A FLatten model: focusing function, GridCache, the registered op's fake kernels. aot_eager:
+    Dynamo + AOTAutograd without inductor's C++ build."""
     config = write_config(tmp_path / 'toy_compiled.py', toy_root,
                           model="dict(model_name='flatten_pvt_v2_b0', img_size=32)",
-                          extra='train_cfg = dict(max_epochs=1, val_interval=1)')
+                          extra="train_cfg = dict(max_epochs=2, val_interval=1)\n"
+                                "custom_hooks = [dict(type='CountCompiledGraphs')]")
     runner = train_tool.main([config, '--work-dir', str(tmp_path / 'work'), '--compile', 'aot_eager',
                               '--cfg-options', 'experiment_name=compiled'])
-    assert runner.cfg.compile == dict(backend='aot_eager')
-    assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable'), 'train_step was not compiled'
+    assert 'compile' not in runner.cfg, 'mmengine would compile the whole train_step'
+    assert not hasattr(runner.model.train_step, '_torchdynamo_orig_callable')
+    assert runner.model.model._compiled_call_impl is not None, 'the timm model was not compiled'
+    start, epoch1, epoch2 = CountCompiledGraphs.counts
+    assert epoch1 > start and epoch2 == epoch1, CountCompiledGraphs.counts
     train, val = logged(runner)
-    assert len(train) == ITERS_PER_EPOCH and all(np.isfinite(r['loss']) for r in train.values())
-    assert len(val) == 1
+    assert len(train) == 2 * ITERS_PER_EPOCH and all(np.isfinite(r['loss']) for r in train.values())
+    # a new lr every iteration but one (the warm-up ends at the rate the cosine starts from): what a compiled
+    # optimizer step would have guarded on
+    assert len({r['lr'] for r in train.values()}) == 2 * ITERS_PER_EPOCH - 1
+    assert len(val) == 2
+    saved = torch.load(tmp_path / 'work' / 'epoch_2.pth', map_location='cpu', weights_only=False)['state_dict']
+    assert set(saved) == set(runner.model.state_dict()) and not any('_orig_mod' in k for k in saved)
+
+
+def test_compile_options_from_the_config_and_the_command_line():
+    from mmengine.config import Config
+    from linattn_vision.mm import launch
+    from linattn_vision.mm.errors import UserInputError
+    take = launch.take_compile_options
+    assert take(Config(dict())) is None
+    assert take(Config(dict(compile=False)), None, None) is None
+    assert take(Config(dict(compile=True))) == {}
+    cfg = Config(dict(compile=dict(backend='aot_eager', dynamic=False)))
+    assert take(cfg, None, 'reduce-overhead') == dict(backend='aot_eager', dynamic=False, mode='reduce-overhead')
+    assert 'compile' not in cfg
+    assert take(Config(dict()), 'inductor', None) == dict(backend='inductor')
+    with pytest.raises(UserInputError, match='compile setting'):
+        take(Config(dict(compile='yes')))
