@@ -344,6 +344,15 @@ def test_compiled_training_compiles_the_network_once(toy_root, tmp_path):
     saved = torch.load(tmp_path / 'work' / 'epoch_2.pth', map_location='cpu', weights_only=False)['state_dict']
     assert set(saved) == set(runner.model.state_dict()) and not any('_orig_mod' in k for k in saved)
 
+    # a compiled run resumes (the checkpoint's parameter names are the plain model's) and goes on compiled
+    time.sleep(1.01 - time.time() % 1)  # (a new log folder: see the resume test)
+    resumed = train_tool.main([config, '--work-dir', str(tmp_path / 'work'), '--compile', 'aot_eager', '--resume',
+                               '--cfg-options', 'experiment_name=resumed', 'train_cfg.max_epochs=3'])
+    assert resumed.epoch == 3 and resumed.iter == 3 * ITERS_PER_EPOCH
+    assert resumed.model.model._compiled_call_impl is not None
+    train, _ = logged(resumed)
+    assert sorted(train) == list(range(2 * ITERS_PER_EPOCH + 1, 3 * ITERS_PER_EPOCH + 1))
+
 
 def test_compile_options_from_the_config_and_the_command_line():
     from mmengine.config import Config
