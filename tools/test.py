@@ -1,11 +1,12 @@
 """Evaluate a checkpoint with an mmengine config (mmdet's CLI): top-1/top-5, box/mask mAP or mIoU.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
-        [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+        [--compile [BACKEND]] [--compile-mode MODE] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
 
 Classification configs (``default_scope = 'linattn_vision'``) take this project's mmengine checkpoints, timm /
 safetensors files and the official FLatten / Agent releases (``{'model': ..., 'config': CfgNode}``) as they are.
-``--show-dir`` draws detection / segmentation results through the config's visualization hook.
+``--show-dir`` draws detection / segmentation results through the config's visualization hook. ``--compile`` /
+``--compile-mode`` compile the network as tools/train.py does (the first batches are slow while it compiles).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save drawn predictions under work_dir/<show-dir> (mmdet) or '
                                            '<show-dir> (mmseg)')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    launch.add_compile_arguments(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs, e.g. test_dataloader.batch_size=64')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -52,9 +54,15 @@ def main(argv=None):
             cfg.test_evaluator['keep_results'] = True
         # classifiers load the checkpoint themselves (official layouts, key conversion, strict check)
         cfg.load_from = None if scope == launch.CLASSIFICATION_SCOPE else args.checkpoint
+        # (only on request: a config's compile setting is for training)
+        compile_options = launch.take_compile_options(cfg, args.compile, args.compile_mode)
+        if not (args.compile or args.compile_mode):
+            compile_options = None
         launch.check_inputs(cfg, loaders=('test',))
         launch.prepare_distributed(cfg)
         runner = launch.build_runner(cfg)
+        if compile_options is not None:
+            launch.compile_network(runner, compile_options)
         if scope == launch.CLASSIFICATION_SCOPE:
             from linattn_vision.mm.classification import load_classifier_checkpoint
             model = runner.model.module if hasattr(runner.model, 'module') else runner.model

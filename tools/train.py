@@ -31,11 +31,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', default=False, help='enable automatic mixed precision training')
-    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
-                        help='compile the network with torch.compile (default backend: inductor)')
-    parser.add_argument('--compile-mode', choices=['default', 'reduce-overhead', 'max-autotune'],
-                        help="torch.compile's mode (implies --compile); reduce-overhead replays the compiled "
-                             'network from CUDA graphs')
+    launch.add_compile_arguments(parser)
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the global batch size (auto_scale_lr in the config)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',

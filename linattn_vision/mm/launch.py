@@ -64,6 +64,15 @@ def enable_amp(cfg) -> None:
 COMPILED_PARTS = ('model', 'backbone', 'neck')
 
 
+def add_compile_arguments(parser) -> None:
+    """--compile [BACKEND] and --compile-mode MODE, the drivers' switches for compile_network."""
+    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                        help='compile the network with torch.compile (default backend: inductor)')
+    parser.add_argument('--compile-mode', choices=['default', 'reduce-overhead', 'max-autotune'],
+                        help="torch.compile's mode (implies --compile); reduce-overhead replays the compiled "
+                             'network from CUDA graphs')
+
+
 def take_compile_options(cfg, backend: str | None = None, mode: str | None = None) -> dict | None:
     """torch.compile's keyword arguments for the network, from the config's ``compile`` setting (True or a dict) and
     the command line's backend / mode, or None for no compilation. The setting is removed from ``cfg``: mmengine

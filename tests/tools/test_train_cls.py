@@ -193,6 +193,10 @@ def test_test_tool_reports_top1(full_run, toy_root, tmp_path, capsys):
     untrained = test_tool.main([config, str(tmp_path / 'untrained.pth'), '--work-dir', str(tmp_path / 'b'),
                                 '--cfg-options', 'experiment_name=test_untrained'])
     assert untrained['accuracy/top1'] <= trained['accuracy/top1'] - 25
+    compiled = test_tool.main([config, str(tmp_path / 'untrained.pth'), '--work-dir', str(tmp_path / 'c'),
+                               '--compile', 'aot_eager', '--cfg-options', 'experiment_name=test_compiled'])
+    assert compiled == pytest.approx(untrained)
+    assert "torch.compile(backend='aot_eager') on model" in capsys.readouterr().out
 
 
 def test_driver_options_edit_the_config(tmp_path):
