@@ -54,10 +54,9 @@ def main(argv=None):
             cfg.test_evaluator['keep_results'] = True
         # classifiers load the checkpoint themselves (official layouts, key conversion, strict check)
         cfg.load_from = None if scope == launch.CLASSIFICATION_SCOPE else args.checkpoint
-        # (only on request: a config's compile setting is for training)
-        compile_options = launch.take_compile_options(cfg, args.compile, args.compile_mode)
-        if not (args.compile or args.compile_mode):
-            compile_options = None
+        # only on request: a config's compile setting is for training
+        compile_options = (launch.take_compile_options(cfg, args.compile, args.compile_mode)
+                           if args.compile or args.compile_mode else None)
         launch.check_inputs(cfg, loaders=('test',))
         launch.prepare_distributed(cfg)
         runner = launch.build_runner(cfg)
