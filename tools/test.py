@@ -64,8 +64,7 @@ def main(argv=None):
             launch.compile_network(runner, compile_options)
         if scope == launch.CLASSIFICATION_SCOPE:
             from linattn_vision.mm.classification import load_classifier_checkpoint
-            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-            load_classifier_checkpoint(model, args.checkpoint, strict=True)
+            load_classifier_checkpoint(launch.unwrapped_model(runner), args.checkpoint, strict=True)
         if args.out and scope != 'mmseg':
             launch.add_dump_metric(runner, scope, args.out)
         with launch.trusted_checkpoint_loading():

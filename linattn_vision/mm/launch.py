@@ -87,8 +87,8 @@ def take_compile_options(cfg, backend: str | None = None, mode: str | None = Non
     elif setting is not None and not isinstance(setting, dict):
         raise UserInputError(f'the config\'s compile setting must be True, False or a dict of torch.compile '
                              f'arguments, not {setting!r}')
-    if backend is None and mode is None:
-        return None if setting is None else dict(setting)
+    if setting is None and backend is None and mode is None:
+        return None
     options = dict(setting or {})
     if backend is not None:
         options['backend'] = backend
@@ -97,13 +97,18 @@ def take_compile_options(cfg, backend: str | None = None, mode: str | None = Non
     return options
 
 
+def unwrapped_model(runner):
+    """The runner's model itself, inside its DDP (or other mmengine) wrapper if it has one."""
+    from mmengine.model import is_model_wrapper
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
 def compile_network(runner, options: dict) -> list[str]:
     """``torch.compile`` the network parts of ``runner.model`` (COMPILED_PARTS) in place with ``options``;
     returns their names. nn.Module.compile keeps parameter names, so checkpoints, resume and DDP are unchanged;
     the data preprocessor, loss heads, optimizer step and logging stay eager."""
     from mmengine.logging import print_log
-    from mmengine.model import is_model_wrapper
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    model = unwrapped_model(runner)
     parts = [name for name in COMPILED_PARTS if isinstance(getattr(model, name, None), torch.nn.Module)]
     if not parts:
         raise UserInputError(f'--compile: {type(model).__name__} has none of the parts it compiles '

@@ -326,7 +326,7 @@ def test_compiled_training_compiles_the_network_once(toy_root, tmp_path):
     """--compile compiles the network (the classifier's timm model) in place, not mmengine's whole train_step: the
     learning rate changes every iteration (warm-up, then cosine), and a compiled optimizer step would recompile at
     each change (its guards hold the float lr). After the first epoch (training and validation graphs) nothing is
-    compiled again. A FLatten model: focusing function, GridCache, the registered op's fake kernels. aot_eager:
+    compiled again. A FLatten model: focusing function, GridCache, the registered focused-linear op. aot_eager:
     Dynamo + AOTAutograd without inductor's C++ build."""
     config = write_config(tmp_path / 'toy_compiled.py', toy_root,
                           model="dict(model_name='flatten_pvt_v2_b0', img_size=32)",
