@@ -6,6 +6,8 @@
 #   compile  whole-model table under torch.compile for FLatten-Swin-T, Agent-Swin-T and Swin-T (~6 min)
 #   compile-cg  the same under torch.compile(mode='reduce-overhead'): CUDA graphs, no host in the step (~4 min)
 #            (a setting that raises is an 'error' cell and fails the part)
+#   agent-sdpa  Agent-Swin-T vs Swin-T compiled, with Agent's compiled training on SDPA (LINATTN_AGENT_COMPILED_SDPA=1;
+#            the default runs it as matmuls) (~4 min)
 #   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled, and the compiled step's
 #            host ops by their own CPU time (~3 min)
 #   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)
@@ -32,6 +34,9 @@ for part in "${parts[@]}"; do
                      --compile flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         compile-cg) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \
                         --compile-cudagraphs flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
+        agent-sdpa) LINATTN_AGENT_COMPILED_SDPA=1 python tools/benchmark_models.py \
+                        --models agent_swin_t swin_tiny_patch4_window7_224 \
+                        --compile agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         profile) python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train &&
                  python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile \
                      --host-rows 30 ;;
@@ -41,7 +46,7 @@ for part in "${parts[@]}"; do
                    python tools/benchmark_models.py --layer-norm-ab flatten_swin_t agent_swin_t \
                        swin_tiny_patch4_window7_224 ;;
         parts) python tools/benchmark_parts.py ;;
-        *) echo "unknown part '$part' (tests, op, models, compile, compile-cg, profile, layernorm, parts)" >&2
+        *) echo "unknown part '$part' (tests, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
 from ..ops import adaptive_avg_pool_tokens, agent_attention, depthwise_conv_tokens
+from ..ops.agent.op import dense_bias
 from .norm import LayerNorm
 from .pos_embed import GridCache, resize_axis, resize_grid, to_hw
 
@@ -138,9 +139,7 @@ class AgentCore(nn.Module):
         kv_hw = hw if kv_hw is None else to_hw(kv_hw)
 
         def build():
-            # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
-            return tuple(t.to(dtype=dtype or t.dtype, memory_format=torch.contiguous_format).contiguous()
-                         for t in self._build_biases(hw, kv_hw))
+            return tuple(dense_bias(t, dtype or t.dtype) for t in self._build_biases(hw, kv_hw))
         return self._bias_cache.get((hw, kv_hw, self.agent_shape, dtype), self._bias_params(), build)
 
     def agent_tokens(self, q: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:

@@ -228,6 +228,31 @@ def test_compiled_training_runs_the_biased_steps_as_matmuls():
     assert any('scaled_dot_product_attention' in op for op in set().union(*graphs))
 
 
+def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
+    """Under torch.compile the biases reach attention through the opaque linattn::dense_copy (inductor keeps the
+    contiguous layout it returns); through AOT autograd with the steps on SDPA the outputs and every gradient are
+    float64 eager's."""
+    monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', False)
+    torch.manual_seed(0)
+    m = _randomize(AgentAttention(16, 2, (4, 4), agent_num=4)).train()
+    x = torch.randn(2, 16, 16)
+    m64 = copy.deepcopy(m).double()
+    out = m64(x.double(), (4, 4))
+    grads = torch.autograd.grad(out.square().sum(), list(m64.parameters()))
+
+    recorded, graphs = _compiled_with_graph_ops(m)
+    recorded(x, (4, 4))
+    ops = set().union(*graphs)
+    assert sum('dense_copy' in op for op in ops) == 1 and any('scaled_dot_product_attention' in op for op in ops)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, backend='aot_eager')
+    out_c = compiled(x, (4, 4))
+    grads_c = torch.autograd.grad(out_c.square().sum(), list(m.parameters()))
+    torch.testing.assert_close(out_c.double(), out, rtol=1e-5, atol=1e-5)
+    for g_c, g in zip(grads_c, grads):
+        torch.testing.assert_close(g_c.double(), g, rtol=1e-4, atol=1e-5 * g.abs().max().item())
+
+
 def test_matmul_steps_drop_attention_weights_like_sdpa():
     """The matmul steps apply dropout to the attention weights (rows then no longer sum to one)."""
     torch.manual_seed(0)
@@ -241,10 +266,13 @@ def test_matmul_steps_drop_attention_weights_like_sdpa():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_gpu_inductor_compiled_training_matches_eager():
+@pytest.mark.parametrize('by_matmul', [True, False], ids=['matmul', 'sdpa'])
+def test_gpu_inductor_compiled_training_matches_eager(by_matmul, monkeypatch):
     """Inductor on CUDA, bf16 autocast, the official Agent-Swin stage-2 shape (16 agents: a bias last dim SDPA
     does not pad): compiled Agent-Swin-T training failed here with SDPA's '(*bias): last dimension must be
-    contiguous'. The compiled step's outputs and gradients are eager's."""
+    contiguous' before the biases came through dense_bias. The compiled step's outputs and gradients are eager's,
+    with the steps as matmuls (the default) and on SDPA (LINATTN_AGENT_COMPILED_SDPA=1)."""
+    monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', by_matmul)
     torch.manual_seed(0)
     m = AgentAttention(192, 6, (28, 28), agent_num=16).cuda().train()
     x = torch.randn(4, 28 * 28, 192, device='cuda')

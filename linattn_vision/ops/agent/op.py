@@ -10,6 +10,8 @@ tokens) it runs on a handful of SMs. There the aggregation is computed as matmul
 matrix per head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens). Where torch.compile traces a step
 that trains the biases, both steps are matmul, softmax, matmul too (see _biases_trained_under_compile).
 """
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -27,12 +29,43 @@ def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
     return agent.is_cuda and dropout_p == 0.0 and B * h * -(-n // SDPA_QUERIES_PER_PROGRAM) < MIN_SDPA_PROGRAMS
 
 
+# Run compiled steps that train the biases as matmul, softmax, matmul (see _biases_trained_under_compile);
+# LINATTN_AGENT_COMPILED_SDPA=1 keeps them on SDPA, with the biases from dense_bias (not yet run on a GPU).
+COMPILED_BIAS_TRAINING_BY_MATMUL = os.environ.get('LINATTN_AGENT_COMPILED_SDPA', '0') != '1'
+
+
+@torch.library.custom_op('linattn::dense_copy', mutates_args=())
+def _dense_copy(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+
+
+@_dense_copy.register_fake
+def _(x, dtype):
+    return torch.empty(x.shape, dtype=dtype, device=x.device)
+
+
+_dense_copy.register_autograd(lambda ctx, grad: (grad.to(ctx.dtype), None),
+                              setup_context=lambda ctx, inputs, output: setattr(ctx, 'dtype', inputs[0].dtype))
+
+
+def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A copy of ``bias`` in ``dtype``, contiguous (SDPA's memory-efficient kernel wants the bias's last dim
+    contiguous). Inside torch.compile the copy is an opaque op: inductor lowers ``.contiguous()`` as a pointwise
+    copy whose layout it picks itself (compiled Agent-Swin-T training passed SDPA a bias with a strided last dim on
+    an H100, torch 2.11), but it keeps the layout an opaque op returns."""
+    if torch.compiler.is_compiling():
+        return _dense_copy(bias, dtype)
+    # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
+    return bias.to(dtype=dtype, memory_format=torch.contiguous_format).contiguous()
+
+
 def _biases_trained_under_compile(*biases) -> bool:
     """Whether torch.compile traces a step that trains the biases. There SDPA's memory-efficient backward rejected a
     bias with a strided last dim ("(*bias): last dimension must be contiguous", compiled Agent-Swin-T training on an
     H100, torch 2.11): inductor lays out the biases as it likes (its clone ignores memory_format). Such steps run as
     matmul, softmax, matmul, which take any layout."""
-    return torch.compiler.is_compiling() and any(b is not None and b.requires_grad for b in biases)
+    return (COMPILED_BIAS_TRAINING_BY_MATMUL and torch.compiler.is_compiling()
+            and any(b is not None and b.requires_grad for b in biases))
 
 
 def _attend(query, key, value, bias, scale, dropout_p: float = 0.0):
