@@ -201,26 +201,36 @@ def _compiled_with_graph_ops(module):
     return torch.compile(module, backend=backend), graphs
 
 
-def test_compiled_training_runs_the_biased_steps_as_matmuls():
-    """Under torch.compile, a step that trains the biases computes both softmax steps as matmul, softmax, matmul
-    (inductor's bias layouts broke SDPA's memory-efficient backward on CUDA); the outputs and every gradient are
-    float64 eager's. Without gradients (inference) the compiled steps stay on SDPA."""
+def _training_module_and_float64_step():
+    """A small training-mode AgentAttention, its input, and its float64 eager output and parameter gradients."""
     torch.manual_seed(0)
     m = _randomize(AgentAttention(16, 2, (4, 4), agent_num=4)).train()
     x = torch.randn(2, 16, 16)
     m64 = copy.deepcopy(m).double()
     out = m64(x.double(), (4, 4))
-    grads = torch.autograd.grad(out.square().sum(), list(m64.parameters()))
+    return m, x, out, torch.autograd.grad(out.square().sum(), list(m64.parameters()))
 
-    compiled, graphs = _compiled_with_graph_ops(m)
-    out_c = compiled(x, (4, 4))
+
+def _assert_step_matches(m, out_c, out, grads):
+    """out_c (a compiled call of m) and m's gradients of it against the float64 eager step."""
     grads_c = torch.autograd.grad(out_c.square().sum(), list(m.parameters()))
-    ops = set().union(*graphs)
-    assert not any('scaled_dot_product_attention' in op for op in ops)
-    assert any('matmul' in op for op in ops) and 'softmax' in ops
     torch.testing.assert_close(out_c.double(), out, rtol=1e-5, atol=1e-5)
     for g_c, g in zip(grads_c, grads):
         torch.testing.assert_close(g_c.double(), g, rtol=1e-4, atol=1e-5 * g.abs().max().item())
+
+
+def test_compiled_training_runs_the_biased_steps_as_matmuls():
+    """Under torch.compile, a step that trains the biases computes both softmax steps as matmul, softmax, matmul
+    (inductor's bias layouts broke SDPA's memory-efficient backward on CUDA); the outputs and every gradient are
+    float64 eager's. Without gradients (inference) the compiled steps stay on SDPA."""
+    m, x, out, grads = _training_module_and_float64_step()
+
+    compiled, graphs = _compiled_with_graph_ops(m)
+    out_c = compiled(x, (4, 4))
+    ops = set().union(*graphs)
+    assert not any('scaled_dot_product_attention' in op for op in ops)
+    assert any('matmul' in op for op in ops) and 'softmax' in ops
+    _assert_step_matches(m, out_c, out, grads)
 
     compiled, graphs = _compiled_with_graph_ops(m.eval())
     with torch.no_grad():
@@ -233,12 +243,7 @@ def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
     contiguous layout it returns); through AOT autograd with the steps on SDPA the outputs and every gradient are
     float64 eager's."""
     monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', False)
-    torch.manual_seed(0)
-    m = _randomize(AgentAttention(16, 2, (4, 4), agent_num=4)).train()
-    x = torch.randn(2, 16, 16)
-    m64 = copy.deepcopy(m).double()
-    out = m64(x.double(), (4, 4))
-    grads = torch.autograd.grad(out.square().sum(), list(m64.parameters()))
+    m, x, out, grads = _training_module_and_float64_step()
 
     recorded, graphs = _compiled_with_graph_ops(m)
     recorded(x, (4, 4))
@@ -247,10 +252,7 @@ def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
     torch._dynamo.reset()
     compiled = torch.compile(m, backend='aot_eager')
     out_c = compiled(x, (4, 4))
-    grads_c = torch.autograd.grad(out_c.square().sum(), list(m.parameters()))
-    torch.testing.assert_close(out_c.double(), out, rtol=1e-5, atol=1e-5)
-    for g_c, g in zip(grads_c, grads):
-        torch.testing.assert_close(g_c.double(), g, rtol=1e-4, atol=1e-5 * g.abs().max().item())
+    _assert_step_matches(m, out_c, out, grads)
 
 
 def test_matmul_steps_drop_attention_weights_like_sdpa():
