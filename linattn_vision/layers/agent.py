@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
 from ..ops import adaptive_avg_pool_tokens, agent_attention, depthwise_conv_tokens
-from ..ops.agent.op import dense_bias
+from ..ops.agent import dense_bias
 from .norm import LayerNorm
 from .pos_embed import GridCache, resize_axis, resize_grid, to_hw
 

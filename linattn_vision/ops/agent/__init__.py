@@ -1,4 +1,4 @@
-from .op import agent_attention, agent_attention_reference
+from .op import agent_attention, agent_attention_reference, dense_bias
 from .pooling import adaptive_avg_pool_tokens
 
-__all__ = ['adaptive_avg_pool_tokens', 'agent_attention', 'agent_attention_reference']
+__all__ = ['adaptive_avg_pool_tokens', 'agent_attention', 'agent_attention_reference', 'dense_bias']
