@@ -255,6 +255,22 @@ def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
     _assert_step_matches(m, out_c, out, grads)
 
 
+def test_exported_module_copies_biases_with_plain_ops():
+    """torch.export keeps the biases' copy as plain aten ops (no linattn op another runtime would not know)."""
+    class Grid4x4(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = AgentAttention(16, 2, (4, 4), agent_num=4).eval()
+
+        def forward(self, x):
+            return self.attn(x, (4, 4))
+    x = torch.randn(2, 16, 16)
+    module = Grid4x4()
+    exported = torch.export.export(module, (x,))
+    assert not any('linattn' in str(n.target) for n in exported.graph.nodes)
+    torch.testing.assert_close(exported.module()(x), module(x))
+
+
 def test_matmul_steps_drop_attention_weights_like_sdpa():
     """The matmul steps apply dropout to the attention weights (rows then no longer sum to one)."""
     torch.manual_seed(0)
