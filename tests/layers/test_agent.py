@@ -228,7 +228,7 @@ def test_compiled_training_runs_the_biased_steps_as_matmuls():
     compiled, graphs = _compiled_with_graph_ops(m)
     out_c = compiled(x, (4, 4))
     ops = set().union(*graphs)
-    assert not any('scaled_dot_product_attention' in op for op in ops)
+    assert not any('scaled_dot_product_attention' in op or 'dense_copy' in op for op in ops)
     assert any('matmul' in op for op in ops) and 'softmax' in ops
     _assert_step_matches(m, out_c, out, grads)
 
@@ -239,8 +239,8 @@ def test_compiled_training_runs_the_biased_steps_as_matmuls():
 
 
 def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
-    """Under torch.compile the biases reach attention through the opaque linattn::dense_copy (inductor keeps the
-    contiguous layout it returns); through AOT autograd with the steps on SDPA the outputs and every gradient are
+    """With compiled bias training on SDPA, the biases reach attention through the opaque linattn::dense_copy
+    (inductor keeps the contiguous layout it returns); through AOT autograd the outputs and every gradient are
     float64 eager's."""
     monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', False)
     m, x, out, grads = _training_module_and_float64_step()
@@ -255,8 +255,10 @@ def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
     _assert_step_matches(m, out_c, out, grads)
 
 
-def test_exported_module_copies_biases_with_plain_ops():
-    """torch.export keeps the biases' copy as plain aten ops (no linattn op another runtime would not know)."""
+def test_exported_module_copies_biases_with_plain_ops(monkeypatch):
+    """torch.export keeps the biases' copy as plain aten ops (no linattn op another runtime would not know), also
+    with compiled bias training on SDPA."""
+    monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', False)
     class Grid4x4(torch.nn.Module):
         def __init__(self):
             super().__init__()

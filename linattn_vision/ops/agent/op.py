@@ -50,11 +50,12 @@ _dense_copy.register_autograd(lambda ctx, grad: (grad.to(ctx.dtype), None),
 
 def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A copy of ``bias`` in ``dtype``, contiguous (SDPA's memory-efficient kernel wants the bias's last dim
-    contiguous). Inside torch.compile the copy is an opaque op: inductor lowers ``.contiguous()`` as a pointwise
-    copy whose layout it picks itself (compiled Agent-Swin-T training passed SDPA a bias with a strided last dim on
-    an H100, torch 2.11), but it keeps the layout an opaque op returns. torch.export keeps the plain copy, which
-    programs exported for other runtimes can run."""
-    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+    contiguous). Inductor lowers ``.contiguous()`` as a pointwise copy whose layout it picks itself (compiled
+    Agent-Swin-T training passed SDPA a bias with a strided last dim on an H100, torch 2.11), but it keeps the layout
+    an opaque op returns: where compiled bias training runs on SDPA (LINATTN_AGENT_COMPILED_SDPA=1), the copy is one.
+    The default compiled graphs (the ones measured on a GPU) and torch.export keep the plain copy."""
+    if (not COMPILED_BIAS_TRAINING_BY_MATMUL and torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()):
         return _dense_copy(bias, dtype)
     # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
     return bias.to(dtype=dtype, memory_format=torch.contiguous_format).contiguous()
