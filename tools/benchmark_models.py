@@ -12,7 +12,8 @@ Prints one table, every model measured in the same run (so the numbers compare):
   - backbone-only inference images/s, batch 1 at 1024x1024 and 2048x2048 (forward_features, bf16 autocast)
   - training images/s, batch 64 at 224 (forward + backward + AdamW step, bf16 autocast) and its peak memory
 and, with --compile, the 224 settings for the named models under torch.compile (--compile-cudagraphs: with
-mode='reduce-overhead', the compiled graphs replayed from CUDA graphs); with --graph, the inference
+mode='reduce-overhead', the compiled graphs replayed from CUDA graphs; --compile-cpp-wrapper: inductor's C++ wrapper,
+which launches the compiled graphs' kernels without Python); with --graph, the inference
 settings replayed from CUDA graphs (the GPU's time without the host's launch overhead, which bounds batch 1);
 with --native-layer-norm, this toolkit's models with their fused inference LayerNorm turned off (rows
 'native-ln'); with --fused-layer-norm, any model with its LayerNorms swapped for that one (rows 'fused-ln').
@@ -96,18 +97,21 @@ def capture_graph(fn):
     return graph.replay
 
 
-# table modes that torch.compile the model, and torch.compile's mode for each ('reduce-overhead': CUDA graphs)
-COMPILE_MODES = {'compile': None, 'compile-cg': 'reduce-overhead'}
+# table modes that torch.compile the model, and torch.compile's arguments for each ('reduce-overhead': CUDA graphs;
+# cpp_wrapper: inductor's compiled graphs launch their kernels from generated C++ instead of Python)
+COMPILE_MODES = {'compile': {}, 'compile-cg': {'mode': 'reduce-overhead'},
+                 'compile-cpp': {'options': {'cpp_wrapper': True}}}
 
 
 def measure_inference(name, batch, size, features_only, mode, warmup, iters):
-    """mode: 'eager', 'compile' (torch.compile), 'compile-cg' (torch.compile, mode='reduce-overhead'), 'graph'
+    """mode: 'eager', 'compile' (torch.compile), 'compile-cg' (torch.compile, mode='reduce-overhead'),
+    'compile-cpp' (torch.compile with inductor's C++ wrapper), 'graph'
     (eager model replayed from a CUDA graph), 'fused-ln' (eager, LayerNorms swapped for the fused one) or
     'native-ln' (eager; the caller turns the fused path off)."""
     model = channels_last(build(name, mode, img_size=size).eval())
     forward = model.forward_features if features_only else model
     if mode in COMPILE_MODES:
-        forward = torch.compile(forward, mode=COMPILE_MODES[mode])
+        forward = torch.compile(forward, **COMPILE_MODES[mode])
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
 
     def step():
@@ -124,7 +128,7 @@ def measure_inference(name, batch, size, features_only, mode, warmup, iters):
 def measure_training(name, batch, size, mode, warmup, iters):
     model = channels_last(build(name, mode).train())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
-    forward = torch.compile(model, mode=COMPILE_MODES[mode]) if mode in COMPILE_MODES else model
+    forward = torch.compile(model, **COMPILE_MODES[mode]) if mode in COMPILE_MODES else model
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device='cuda')
 
@@ -247,7 +251,8 @@ def measured_rows(args) -> list[tuple[str, str]]:
         return [] if names is None else (names or args.models)
     modes = [('eager', args.models), ('native-ln', chosen(args.native_layer_norm)),
              ('fused-ln', chosen(args.fused_layer_norm)), ('graph', chosen(args.graph)),
-             ('compile', chosen(args.compile)), ('compile-cg', chosen(args.compile_cudagraphs))]
+             ('compile', chosen(args.compile)), ('compile-cg', chosen(args.compile_cudagraphs)),
+             ('compile-cpp', chosen(args.compile_cpp_wrapper))]
     models = dict.fromkeys(name for _, names in modes for name in names)
     return [(name, mode) for name in models for mode, names in modes if name in names]
 
@@ -260,6 +265,10 @@ def main(argv=None):
     parser.add_argument('--compile-cudagraphs', nargs='*', default=None, metavar='MODEL',
                         help='also measure these models (no names: all) under torch.compile(mode="reduce-overhead"), '
                              'which replays the compiled graphs from CUDA graphs (rows "compile-cg")')
+    parser.add_argument('--compile-cpp-wrapper', nargs='*', default=None, metavar='MODEL',
+                        help='also measure these models (no names: all) under torch.compile with inductor\'s C++ '
+                             'wrapper (options={"cpp_wrapper": True}: the compiled graphs launch their kernels from '
+                             'C++, not Python; rows "compile-cpp")')
     parser.add_argument('--graph', nargs='*', default=None, metavar='MODEL',
                         help='also measure inference of these models replayed from CUDA graphs (no names: all)')
     parser.add_argument('--fused-layer-norm', nargs='*', default=None, metavar='MODEL',

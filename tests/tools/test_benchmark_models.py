@@ -8,11 +8,11 @@ def test_rows_follow_each_mode_option_absent_bare_or_named():
     tool = load_tool('benchmark_models')
     # absent: None; given without names: []; with names: those
     args = SimpleNamespace(models=['a', 'b'], native_layer_norm=None, fused_layer_norm=['timm_x'], graph=[],
-                           compile=['b'], compile_cudagraphs=None)
-    assert tool.measured_rows(args) == [('a', 'eager'), ('a', 'graph'), ('b', 'eager'), ('b', 'graph'),
-                                        ('b', 'compile'), ('timm_x', 'fused-ln')]
+                           compile=['b'], compile_cudagraphs=None, compile_cpp_wrapper=['a'])
+    assert tool.measured_rows(args) == [('a', 'eager'), ('a', 'graph'), ('a', 'compile-cpp'), ('b', 'eager'),
+                                        ('b', 'graph'), ('b', 'compile'), ('timm_x', 'fused-ln')]
     args = SimpleNamespace(models=['a'], native_layer_norm=None, fused_layer_norm=None, graph=None, compile=None,
-                           compile_cudagraphs=[])
+                           compile_cudagraphs=[], compile_cpp_wrapper=None)
     assert tool.measured_rows(args) == [('a', 'eager'), ('a', 'compile-cg')]
 
 
