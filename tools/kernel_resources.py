@@ -29,15 +29,13 @@ FP32_POINTERS = {'pos_ptr', 'scale_ptr', 'part_ptr', 'state_ptr', 'qgrad_ptr'}
 
 
 def _signature(kernel, dtype_name, constexprs):
-    """Triton signature of one of the op's kernels: pointer, i32 and fp32 arguments by name, constants."""
+    """Triton signature of one of the op's kernels: pointer and i32 arguments by name, constants."""
     sig = {}
     for name in kernel.arg_names:
         if name in constexprs:
             sig[name] = 'constexpr'
         elif name.endswith('_ptr'):
             sig[name] = '*fp32' if name in FP32_POINTERS else f'*{dtype_name}'
-        elif name == 'inv_n':
-            sig[name] = 'fp32'
         else:
             sig[name] = 'i32'
     return sig

@@ -162,6 +162,35 @@ def test_triton_deterministic_and_compiles():
 
 @pytest.mark.gpu
 @requires_cuda
+def test_compiled_op_at_new_batch_and_token_counts():
+    """A compiled step meeting a second batch size / token count recompiles with symbolic sizes (automatic dynamic
+    shapes; a validation batch, mmdet's padded images): the kernels then launch on symbolic grids. Every size matches
+    the eager op, and the third size reuses the symbolic graph (no recompile)."""
+    torch._dynamo.reset()
+    compiles = []
+
+    def backend(gm, example_inputs):
+        compiles.append([i.shape if isinstance(i, torch.Tensor) else i for i in example_inputs])
+        from torch._inductor.compile_fx import compile_fx
+        return compile_fx(gm, example_inputs)
+
+    def attention(q, k, v, scale, pos):
+        return focused_linear_attention(q, k, v, scale, pos, 3)
+
+    def step(fn, leaves):
+        out = fn(*leaves)
+        return [out, *torch.autograd.grad(out.float().square().sum(), leaves)]
+    compiled = torch.compile(attention, backend=backend)
+    for B, N in [(2, 200), (3, 300), (5, 1000)]:
+        leaves = [t.clone().requires_grad_() for t in make_inputs(B, N, 3, 32, torch.bfloat16, 'cuda', seed=B)]
+        for a, b in zip(step(attention, leaves), step(compiled, leaves)):
+            assert torch.isfinite(b).all()
+            torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3)
+    assert len(compiles) == 2, compiles  # the example size, then one symbolic graph for the others
+
+
+@pytest.mark.gpu
+@requires_cuda
 def test_inductor_launches_the_kernels_itself(monkeypatch):
     """The registered ops are triton_ops: inductor's generated code launches the four kernels, it does not call
     back into the ops. Compiled before any eager call has loaded the kernel module (as a script that compiles its

@@ -46,3 +46,48 @@ def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(monkeypatch):
     strides = [n.kwargs['kwargs'][f'{t}_sn'] for n in launches for t in 'qkv' if f'{t}_sn' in n.kwargs['kwargs']]
     assert strides == [3 * C] * 6
     assert not any('linattn' in str(n.target) for n in graph.nodes)
+
+
+def test_ops_trace_with_symbolic_batch_and_tokens(monkeypatch):
+    """torch.compile marks the batch dynamic once a second batch size comes (a validation batch, the last partial
+    batch; mmdet's padded sizes: the tokens too). The ops then trace with symbolic B and N: the launch grids must be
+    expressions of them (they failed with 'unhashable type: SymInt' on the GPU), with no guard pinning either."""
+    from torch._dynamo.source import LocalSource
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.functional_tensor import dispatch_functionalize
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    from linattn_vision.ops.focused_linear import kernels, op
+    monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
+    monkeypatch.setattr(op, '_runs_triton', lambda x, traceable=False: True)
+    monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
+
+    def step(qkv, scale, pos):
+        q, k, v = qkv.unbind(2)
+        out, state = torch.ops.linattn.focused_linear_attention_fwd(q, k, v, scale, pos, 3, 3.0)
+        return out, torch.ops.linattn.focused_linear_attention_bwd(out, q, k, v, scale, pos, state, 3, 3.0)
+
+    C = 96
+    shape_env = ShapeEnv()
+    dynamic = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.DYNAMIC] * 2 + [DimDynamic.STATIC] * 2)
+    example = torch.empty(5, 200, 3, C, dtype=torch.bfloat16)
+    with FakeTensorMode(shape_env=shape_env) as mode:
+        qkv = mode.from_tensor(example, source=LocalSource('qkv'), symbolic_context=dynamic).cuda()
+        N = qkv.shape[1]
+        scale, pos = torch.empty(1, 1, C, device='cuda'), torch.empty(N, C, device='cuda')
+    B = qkv.shape[0]
+    assert isinstance(B, torch.SymInt) and isinstance(N, torch.SymInt)
+    graph = make_fx(dispatch_functionalize(step), tracing_mode='fake')(qkv, scale, pos).graph
+    launches = [n for n in graph.nodes if n.target is torch.ops.higher_order.triton_kernel_wrapper_functional]
+    assert len(launches) == 4
+    for launch in launches:
+        (batch, splits, one), = launch.kwargs['grid']
+        # (batch, split) programs: both computed from the symbolic sizes, not constants of the example shape
+        assert isinstance(batch, torch.fx.Node) and isinstance(splits, torch.fx.Node) and one == 1
+        assert all(isinstance(launch.kwargs['kwargs'][name], torch.fx.Node) for name in ('N', 'n_blocks'))
+    # the guards the trace left (stride checks of the partial buffers) hold at every size a model meets, so none of
+    # these sizes recompiles
+    symbols = (B.node.expr, N.node.expr)
+    for b, n in [(1, 49), (2, 3136), (64, 3136), (128, 784), (2, 200 * 336), (7, 1000)]:
+        assert all(g.expr.xreplace(dict(zip(symbols, (b, n)))) for g in shape_env.guards), (b, n)

@@ -50,16 +50,19 @@ _TUNED = {
 }
 
 
-def _launch_config(name: str, num_heads: int, head_dim: int, N: int, B: int, device, fp32: bool = False) -> dict:
+def _launch_config(name: str, num_heads: int, head_dim: int, N, B, device, fp32: bool = False) -> dict:
     """The pass's launch configuration for this shape (a shared dict: do not modify). Cached per shape, so a
-    training step pays for it once; CONFIG_OVERRIDE bypasses the cache."""
+    training step pays for it once; CONFIG_OVERRIDE bypasses the cache. N and B may be SymInts (torch.compile with
+    dynamic shapes: a second batch size marks the batch dynamic): the grid is then a symbolic expression of them,
+    built anew while tracing (never cached, never specialized)."""
     sms = sm_count(device)
-    if CONFIG_OVERRIDE:
+    if CONFIG_OVERRIDE or not (isinstance(N, int) and isinstance(B, int)):
         return _build_config(name, num_heads, head_dim, N, B, sms, fp32)
     return _cached_config(name, num_heads, head_dim, N, B, sms, fp32)
 
 
-def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
+def _pass_config(name, num_heads, head_dim, fp32):
+    """The shape-free part: tile, warps, stages, splits per SM, register cap."""
     h_pad, d_pad = tile_dims(num_heads, head_dim)
     width = min(512, max(64, h_pad * d_pad))
     block_n, num_warps, num_stages, splits_per_sm, *maxnreg = _TUNED[width][name]
@@ -75,13 +78,27 @@ def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
     cfg.update(CONFIG_OVERRIDE.get(name, {}))
     if INTERPRET:
         cfg['BLOCK_N'] = 16  # fewer wasted rows in the (slow) interpreter at the tiny test sizes
-    n_blocks = triton.cdiv(N, cfg['BLOCK_N'])
-    # enough (batch, split) programs to fill the chip a few times over; each split covers whole blocks
-    splits = max(1, min(n_blocks, triton.cdiv(int(cfg.pop('splits_per_sm') * sms), B)))
-    blocks_per_split = triton.cdiv(n_blocks, splits)
-    cfg.update(H_PAD=h_pad, D_PAD=d_pad, STATE=state_size(num_heads, head_dim), n_blocks=n_blocks,
-               blocks_per_split=blocks_per_split, splits=triton.cdiv(n_blocks, blocks_per_split))
+    cfg.update(H_PAD=h_pad, D_PAD=d_pad, STATE=state_size(num_heads, head_dim))
     return cfg
+
+
+def _with_grid(cfg, N, B, sms):
+    """cfg plus the (batch, split) grid for N tokens and batch B: enough programs to fill the chip a few times
+    over, each split covering whole blocks. Plain or symbolic integers (sym_min / sym_max do not guard)."""
+    cfg = dict(cfg)
+    n_blocks = _cdiv(N, cfg['BLOCK_N'])
+    splits = torch.sym_max(1, torch.sym_min(n_blocks, _cdiv(int(cfg.pop('splits_per_sm') * sms), B)))
+    blocks_per_split = _cdiv(n_blocks, splits)
+    cfg.update(n_blocks=n_blocks, blocks_per_split=blocks_per_split, splits=_cdiv(n_blocks, blocks_per_split))
+    return cfg
+
+
+def _cdiv(a, b):
+    return (a + b - 1) // b
+
+
+def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
+    return _with_grid(_pass_config(name, num_heads, head_dim, fp32), N, B, sms)
 
 
 _cached_config = functools.lru_cache(maxsize=1024)(_build_config)
@@ -271,7 +288,7 @@ _resolution_free_jit = triton.jit(do_not_specialize=['N', 'blocks_per_split', 'n
 @_resolution_free_jit
 def _fwd_state_kernel(
         k_ptr, k_sb, k_sn, v_ptr, v_sb, v_sn, pos_ptr, scale_ptr, part_ptr,
-        N, C, HEAD_DIM, H, inv_n, blocks_per_split, n_blocks,
+        N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         HAS_POS: tl.constexpr, P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr, STATE: tl.constexpr):
     """Per (batch, split): the split's share of the state, sum_n phi(k)_n^T v_n / N and sum_n phi(k)_n / N."""
@@ -292,6 +309,7 @@ def _fwd_state_kernel(
         kv = _dot_acc(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
         ksum += tl.sum(phi, axis=1)
     row = (b * tl.num_programs(1) + split).to(tl.int64) * STATE
+    inv_n = 1.0 / N.to(tl.float32)  # (here, not a float argument: N may be symbolic under torch.compile)
     _store_state(part_ptr + row, kv * inv_n, ksum * inv_n, H_PAD, D_PAD)
 
 
@@ -322,7 +340,7 @@ def _fwd_out_kernel(
 @_resolution_free_jit
 def _bwd_q_kernel(
         q_ptr, q_sb, q_sn, dout_ptr, scale_ptr, state_ptr, dq_ptr, part_ptr,
-        N, C, HEAD_DIM, H, inv_n, blocks_per_split, n_blocks,
+        N, C, HEAD_DIM, H, blocks_per_split, n_blocks,
         P: tl.constexpr, P_INT: tl.constexpr, DOT_MODE: tl.constexpr,
         BLOCK_N: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr, STATE: tl.constexpr):
     """Query side: dq, and the split's share of d(kv) / N = sum phi(q)^T g / N, d(kmean) / N = sum dden phi(q) / N
@@ -355,6 +373,7 @@ def _bwd_q_kernel(
         tl.store(dq_ptr + base + offs, dq.to(dq_ptr.dtype.element_ty), mask=valid)
         ds += tl.sum(ga_a, axis=1)
     row = part_ptr + (b * tl.num_programs(1) + split).to(tl.int64) * (STATE + C)
+    inv_n = 1.0 / N.to(tl.float32)
     _store_state(row, dkv * inv_n, dkmean * inv_n, H_PAD, D_PAD)
     chan_vec, chan_ok = _channel_offsets(HEAD_DIM, H, H_PAD, D_PAD)
     tl.store(row + STATE + chan_vec, ds * dscale_factor, mask=chan_ok)
@@ -402,13 +421,12 @@ def _bwd_kv_kernel(
 
 # ---------------------------------------------------------------------------------------------------- launchers
 
-def _launch(name, kernel, x, num_heads, args, partial_size=0, runtime=(), traceable=False, **constexprs):
+def _launch(name, kernel, x, num_heads, args, partial_size=0, traceable=False, **constexprs):
     """Launch `kernel` on a (batch, split) grid with the pass's configuration. With partial_size, the kernel
-    takes (after args) a fresh fp32 (B, splits, partial_size) buffer of per-split partials, which is returned;
-    `runtime` are the kernel's scalars between the head layout and the loop bounds. traceable: launch through
-    torch.library.wrap_triton (the registered ops' body, which torch.compile traces into and inductor then launches
-    itself); such a launch takes no register cap (wrap_triton passes only warps and stages), so the capped pass
-    runs uncapped there."""
+    takes (after args) a fresh fp32 (B, splits, partial_size) buffer of per-split partials, which is returned.
+    traceable: launch through torch.library.wrap_triton (the registered ops' body, which torch.compile traces into
+    and inductor then launches itself); such a launch takes no register cap (wrap_triton passes only warps and
+    stages), so the capped pass runs uncapped there."""
     B, N, C = x.shape
     head_dim = C // num_heads
     cfg = _launch_config(name, num_heads, head_dim, N, B, x.device, x.dtype == torch.float32)
@@ -418,7 +436,7 @@ def _launch(name, kernel, x, num_heads, args, partial_size=0, runtime=(), tracea
         options['maxnreg'] = cfg['maxnreg']
     launcher = torch.library.wrap_triton(kernel) if traceable else kernel
     compiled = launcher[(B, cfg['splits'])](
-        *args, *(() if part is None else (part,)), N, C, head_dim, num_heads, *runtime,
+        *args, *(() if part is None else (part,)), N, C, head_dim, num_heads,
         cfg['blocks_per_split'], cfg['n_blocks'], BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
         STATE=cfg['STATE'], **options, **constexprs)
     if COMPILE_STATS is not None and not INTERPRET and not traceable:
@@ -436,12 +454,10 @@ def forward(q, k, v, scale, pos, num_heads: int, focusing_factor: float, traceab
     the padded layout of layout.state_size. q, k, v (B, N, C) with unit channel stride (any batch and token strides,
     e.g. slices of one qkv tensor); scale: the raw fp32 (C,) parameter; pos contiguous (N, C) or None.
     traceable: see _launch."""
-    N = q.shape[1]
     meta = dict(_meta(q, focusing_factor), traceable=traceable)
     part = _launch('fwd_state', _fwd_state_kernel, q, num_heads,
                    (k, *k.stride()[:2], v, *v.stride()[:2], pos if pos is not None else k, scale),
-                   state_size(num_heads, q.shape[2] // num_heads), runtime=(1.0 / N,), HAS_POS=pos is not None,
-                   **meta)
+                   state_size(num_heads, q.shape[2] // num_heads), HAS_POS=pos is not None, **meta)
     state = part.sum(1)
     out = torch.empty(q.shape, dtype=v.dtype, device=v.device)
     _launch('fwd_out', _fwd_out_kernel, q, num_heads, (q, *q.stride()[:2], scale, state, out), **meta)
@@ -450,11 +466,11 @@ def forward(q, k, v, scale, pos, num_heads: int, focusing_factor: float, traceab
 
 def backward(dout, q, k, v, scale, pos, state, num_heads: int, focusing_factor: float, traceable: bool = False):
     """Returns dq, dk, dv (dtypes of q, k, v) and dL/d scale (the raw parameter) as fp32 (C,)."""
-    N, C = q.shape[1], q.shape[2]
+    C = q.shape[2]
     meta = dict(_meta(q, focusing_factor), traceable=traceable)
     dq, dk, dv = (torch.empty(q.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
     part = _launch('bwd_q', _bwd_q_kernel, q, num_heads, (q, *q.stride()[:2], dout, scale, state, dq),
-                   state_size(num_heads, C // num_heads) + C, runtime=(1.0 / N,), **meta)
+                   state_size(num_heads, C // num_heads) + C, **meta)
     part = _launch('bwd_kv', _bwd_kv_kernel, q, num_heads,
                    (k, *k.stride()[:2], v, *v.stride()[:2], pos if pos is not None else k, scale, part.sum(1),
                     dk, dv), C, HAS_POS=pos is not None, **meta)
