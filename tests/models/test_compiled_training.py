@@ -38,3 +38,27 @@ def test_compiled_training_step_matches_eager(name):
     for n, g in grads.items():
         torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item() + 1e-8,
                                    msg=lambda m, n=n: f'{n}: {m}')
+
+
+@pytest.mark.parametrize('name', sorted(FAMILIES))
+def test_compiled_training_at_new_batch_sizes(name):
+    """A compiled model meeting a second batch size (the last partial batch, a validation batch) recompiles once
+    with a symbolic batch (dynamo's automatic dynamic shapes); that graph serves every later size, matching eager.
+    (The focused-linear op's launch grids under a symbolic batch: tests/ops/test_focused_linear_trace.py.)"""
+    torch.manual_seed(0)
+    model = draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name])).train()
+    compiled = torch.compile(model, backend='aot_eager')
+    torch._dynamo.reset()
+    for batch in (2, 3, 5):
+        x = torch.randn(batch, 3, 64, 64)
+        out, grads = train_step(model, x).detach(), _grads(model)
+        model.zero_grad(set_to_none=True)
+        # the third size must reuse the symbolic graph compiled for the second
+        with torch._dynamo.config.patch(error_on_recompile=batch == 5):
+            out_c, grads_c = train_step(compiled, x).detach(), _grads(model)
+        model.zero_grad(set_to_none=True)
+        torch.testing.assert_close(out_c, out, rtol=1e-4, atol=1e-5)
+        assert grads_c.keys() == grads.keys()
+        for n, g in grads.items():
+            torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item() + 1e-8,
+                                       msg=lambda m, n=n, b=batch: f'batch {b}, {n}: {m}')
