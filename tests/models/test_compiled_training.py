@@ -62,3 +62,27 @@ def test_compiled_training_at_new_batch_sizes(name):
         for n, g in grads.items():
             torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item() + 1e-8,
                                        msg=lambda m, n=n, b=batch: f'batch {b}, {n}: {m}')
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('name', ['flatten_swin_t', 'flatten_pvt_t', 'agent_swin_t'])
+def test_inductor_training_at_new_batch_sizes_on_gpu(name):
+    """The same on CUDA with inductor: the focused-linear kernels launch on the symbolic batch's grids (a second
+    batch size failed there with "unhashable type: SymInt" before c50ce7f)."""
+    torch.manual_seed(0)
+    model = draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name]))
+    model = model.cuda().train()
+    compiled = torch.compile(model)
+    torch._dynamo.reset()
+    for batch in (2, 3, 5):
+        x = torch.randn(batch, 3, 64, 64, device='cuda')
+        out, grads = train_step(model, x).detach(), _grads(model)
+        model.zero_grad(set_to_none=True)
+        with torch._dynamo.config.patch(error_on_recompile=batch == 5):
+            out_c, grads_c = train_step(compiled, x).detach(), _grads(model)
+        model.zero_grad(set_to_none=True)
+        torch.testing.assert_close(out_c, out, rtol=1e-3, atol=1e-4)
+        for n, g in grads.items():
+            torch.testing.assert_close(grads_c[n], g, rtol=1e-3, atol=1e-3 * g.abs().max().item() + 1e-7,
+                                       msg=lambda m, n=n, b=batch: f'batch {b}, {n}: {m}')
