@@ -8,7 +8,8 @@
 #   compile-cg  the same under torch.compile(mode='reduce-overhead'): CUDA graphs, no host in the step (~4 min)
 #            (a setting that raises is an 'error' cell and fails the part)
 #   agent-sdpa  Agent-Swin-T vs Swin-T compiled, with Agent's compiled training on SDPA (LINATTN_AGENT_COMPILED_SDPA=1;
-#            the default runs it as matmuls; its training cell failed in session 15, see BENCHMARKS.md) (~4 min)
+#            the default runs it as matmuls; its training cell failed in session 15, before dense_copy padded its rows)
+#            (~4 min)
 #   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled, and the compiled step's
 #            host ops by their own CPU time (~3 min)
 #   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)

@@ -255,6 +255,18 @@ def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
     _assert_step_matches(m, out_c, out, grads)
 
 
+@pytest.mark.parametrize('agents', [16, 49, 196])
+def test_dense_copy_rows_are_aligned_for_sdpa(agents):
+    """dense_copy's rows are padded to BIAS_ROW_ALIGNMENT elements (SDPA would otherwise pad the bias itself, in a
+    copy whose layout inductor picks: the 49-agent failure on the GPU); its fake kernel gives the same strides."""
+    x = torch.randn(1, 3, 10, agents)
+    y = agent_op._dense_copy(x, torch.bfloat16)
+    assert y.shape == x.shape and y.stride(-1) == 1 and y.stride(-2) % agent_op.BIAS_ROW_ALIGNMENT == 0
+    assert y.stride(-2) < agents + agent_op.BIAS_ROW_ALIGNMENT
+    assert torch.equal(y, x.bfloat16())
+    torch.library.opcheck(agent_op._dense_copy, (x.requires_grad_(), torch.float32))
+
+
 def test_exported_module_copies_biases_with_plain_ops(monkeypatch):
     """torch.export keeps the biases' copy as plain aten ops (no linattn op another runtime would not know), also
     with compiled bias training on SDPA."""
@@ -287,19 +299,22 @@ def test_matmul_steps_drop_attention_weights_like_sdpa():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('by_matmul', [True, False], ids=['matmul', 'sdpa'])
-def test_gpu_inductor_compiled_training_matches_eager(by_matmul, monkeypatch):
-    """Inductor on CUDA, bf16 autocast, the official Agent-Swin stage-2 shape (16 agents: a bias last dim SDPA
-    does not pad): compiled Agent-Swin-T training failed here with SDPA's '(*bias): last dimension must be
-    contiguous' before the biases came through dense_bias. The compiled step's outputs and gradients are eager's,
-    with the steps as matmuls (the default) and on SDPA (LINATTN_AGENT_COMPILED_SDPA=1)."""
+@pytest.mark.parametrize('dim, heads, grid, agents', [(192, 6, 28, 16), (384, 12, 14, 49)],
+                         ids=['stage2_16agents', 'stage3_49agents'])
+def test_gpu_inductor_compiled_training_matches_eager(by_matmul, dim, heads, grid, agents, monkeypatch):
+    """Inductor on CUDA, bf16 autocast, official Agent-Swin shapes: compiled Agent-Swin-T training failed with SDPA's
+    '(*bias): last dimension must be contiguous' at stage 2 before the biases came through dense_bias, and with the
+    switch at stage 3 (49 agents: a bias row SDPA padded itself) before dense_copy padded its rows. The compiled
+    step's outputs and gradients are eager's, with the steps as matmuls (the default) and on SDPA
+    (LINATTN_AGENT_COMPILED_SDPA=1)."""
     monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', by_matmul)
     torch.manual_seed(0)
-    m = AgentAttention(192, 6, (28, 28), agent_num=16).cuda().train()
-    x = torch.randn(4, 28 * 28, 192, device='cuda')
+    m = AgentAttention(dim, heads, (grid, grid), agent_num=agents).cuda().train()
+    x = torch.randn(4, grid * grid, dim, device='cuda')
 
     def step(module):
         with torch.autocast('cuda', dtype=torch.bfloat16):
-            out = module(x, (28, 28))
+            out = module(x, (grid, grid))
         return out.float(), torch.autograd.grad(out.float().square().mean(), list(m.parameters()))
     out, grads = step(m)
     torch._dynamo.reset()

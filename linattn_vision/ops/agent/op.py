@@ -30,18 +30,33 @@ def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
 
 
 # Run compiled steps that train the biases as matmul, softmax, matmul (see _biases_trained_under_compile);
-# LINATTN_AGENT_COMPILED_SDPA=1 keeps them on SDPA, with the biases from dense_bias (not yet run on a GPU).
+# LINATTN_AGENT_COMPILED_SDPA=1 keeps them on SDPA, with the biases from dense_bias (experimental: it failed on the
+# whole Agent-Swin-T on an H100 before dense_copy padded its rows; not yet run since).
 COMPILED_BIAS_TRAINING_BY_MATMUL = os.environ.get('LINATTN_AGENT_COMPILED_SDPA', '0') != '1'
+
+
+# Rows of the biases dense_copy returns are padded to this many elements: SDPA's memory-efficient kernel wants rows
+# aligned to 8, and pads an unaligned bias itself, inside its lowering, as a copy whose layout inductor picks
+# (compiled Agent-Swin-T training with 49 agents failed on that copy: "(*bias): last dimension must be contiguous",
+# a padded stage-3 bias laid out heads-innermost; H100, torch 2.11). An aligned bias goes to SDPA as it is.
+BIAS_ROW_ALIGNMENT = 16
+
+
+def _aligned_empty(shape, dtype, device) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` with unit last stride and rows padded to BIAS_ROW_ALIGNMENT elements."""
+    n = shape[-1]
+    row = -(-n // BIAS_ROW_ALIGNMENT) * BIAS_ROW_ALIGNMENT
+    return torch.empty(*shape[:-1], row, dtype=dtype, device=device).narrow(-1, 0, n)
 
 
 @torch.library.custom_op('linattn::dense_copy', mutates_args=())
 def _dense_copy(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+    return _aligned_empty(x.shape, dtype, x.device).copy_(x)
 
 
 @_dense_copy.register_fake
 def _(x, dtype):
-    return torch.empty(x.shape, dtype=dtype, device=x.device)
+    return _aligned_empty(x.shape, dtype, x.device)
 
 
 _dense_copy.register_autograd(lambda ctx, grad: (grad.to(ctx.dtype), None),
@@ -49,11 +64,12 @@ _dense_copy.register_autograd(lambda ctx, grad: (grad.to(ctx.dtype), None),
 
 
 def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A copy of ``bias`` in ``dtype``, contiguous (SDPA's memory-efficient kernel wants the bias's last dim
-    contiguous). Inductor lowers ``.contiguous()`` as a pointwise copy whose layout it picks itself (compiled
-    Agent-Swin-T training passed SDPA a bias with a strided last dim on an H100, torch 2.11), but it keeps the layout
-    an opaque op returns: where compiled bias training runs on SDPA (LINATTN_AGENT_COMPILED_SDPA=1), the copy is one.
-    The default compiled graphs (the ones measured on a GPU) and torch.export keep the plain copy."""
+    """A copy of ``bias`` in ``dtype`` with a unit last stride (SDPA's memory-efficient kernel wants it). Inductor
+    lowers ``.contiguous()`` as a pointwise copy whose layout it picks itself (compiled Agent-Swin-T training passed
+    SDPA a bias with a strided last dim on an H100, torch 2.11), but it keeps the layout an opaque op returns: where
+    compiled bias training runs on SDPA (LINATTN_AGENT_COMPILED_SDPA=1), the copy is one, its rows padded so that
+    SDPA need not pad it again (BIAS_ROW_ALIGNMENT). The default compiled graphs (the ones measured on a GPU) and
+    torch.export keep the plain copy."""
     if (not COMPILED_BIAS_TRAINING_BY_MATMUL and torch.compiler.is_compiling()
             and not torch.compiler.is_exporting()):
         return _dense_copy(bias, dtype)
