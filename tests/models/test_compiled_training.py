@@ -24,20 +24,35 @@ def _grads(model):
     return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _small(name):
+    torch.manual_seed(0)
+    return draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name])).train()
+
+
+def _assert_compiled_steps_match(model, batches, rtol=1e-4, atol=1e-5, grad_atol=1e-5, device='cpu',
+                                 backend='aot_eager'):
+    """Eager and compiled training steps of ``model``, one per batch size in turn: the outputs and every parameter
+    gradient match (gradients to ``grad_atol`` of their largest entry). Only the second size may recompile (dynamo's
+    automatic dynamic shapes mark the batch symbolic there); later sizes must reuse that graph."""
+    compiled = torch.compile(model, backend=backend)
+    torch._dynamo.reset()
+    for i, batch in enumerate(batches):
+        x = torch.randn(batch, 3, 64, 64, device=device)
+        out, grads = train_step(model, x).detach(), _grads(model)
+        model.zero_grad(set_to_none=True)
+        with torch._dynamo.config.patch(error_on_recompile=i >= 2):
+            out_c, grads_c = train_step(compiled, x).detach(), _grads(model)
+        model.zero_grad(set_to_none=True)
+        torch.testing.assert_close(out_c, out, rtol=rtol, atol=atol)
+        assert grads_c.keys() == grads.keys() and len(grads) > 10
+        for n, g in grads.items():
+            torch.testing.assert_close(grads_c[n], g, rtol=rtol, atol=grad_atol * g.abs().max().item() + 1e-8,
+                                       msg=lambda m, n=n, b=batch: f'batch {b}, {n}: {m}')
+
+
 @pytest.mark.parametrize('name', sorted(FAMILIES))
 def test_compiled_training_step_matches_eager(name):
-    torch.manual_seed(0)
-    model = draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name])).train()
-    x = torch.randn(2, 3, 64, 64)
-    out, grads = train_step(model, x).detach(), _grads(model)
-    model.zero_grad(set_to_none=True)
-    torch._dynamo.reset()
-    out_c, grads_c = train_step(torch.compile(model, backend='aot_eager'), x).detach(), _grads(model)
-    torch.testing.assert_close(out_c, out, rtol=1e-4, atol=1e-5)
-    assert grads_c.keys() == grads.keys() and len(grads) > 10
-    for n, g in grads.items():
-        torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item() + 1e-8,
-                                   msg=lambda m, n=n: f'{n}: {m}')
+    _assert_compiled_steps_match(_small(name), batches=(2,))
 
 
 @pytest.mark.parametrize('name', sorted(FAMILIES))
@@ -45,23 +60,7 @@ def test_compiled_training_at_new_batch_sizes(name):
     """A compiled model meeting a second batch size (the last partial batch, a validation batch) recompiles once
     with a symbolic batch (dynamo's automatic dynamic shapes); that graph serves every later size, matching eager.
     (The focused-linear op's launch grids under a symbolic batch: tests/ops/test_focused_linear_trace.py.)"""
-    torch.manual_seed(0)
-    model = draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name])).train()
-    compiled = torch.compile(model, backend='aot_eager')
-    torch._dynamo.reset()
-    for batch in (2, 3, 5):
-        x = torch.randn(batch, 3, 64, 64)
-        out, grads = train_step(model, x).detach(), _grads(model)
-        model.zero_grad(set_to_none=True)
-        # the third size must reuse the symbolic graph compiled for the second
-        with torch._dynamo.config.patch(error_on_recompile=batch == 5):
-            out_c, grads_c = train_step(compiled, x).detach(), _grads(model)
-        model.zero_grad(set_to_none=True)
-        torch.testing.assert_close(out_c, out, rtol=1e-4, atol=1e-5)
-        assert grads_c.keys() == grads.keys()
-        for n, g in grads.items():
-            torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item() + 1e-8,
-                                       msg=lambda m, n=n, b=batch: f'batch {b}, {n}: {m}')
+    _assert_compiled_steps_match(_small(name), batches=(2, 3, 5))
 
 
 @pytest.mark.gpu
@@ -70,19 +69,5 @@ def test_compiled_training_at_new_batch_sizes(name):
 def test_inductor_training_at_new_batch_sizes_on_gpu(name):
     """The same on CUDA with inductor: the focused-linear kernels launch on the symbolic batch's grids (a second
     batch size failed there with "unhashable type: SymInt" before c50ce7f)."""
-    torch.manual_seed(0)
-    model = draw_flatten_params(timm.create_model(name, img_size=64, drop_path_rate=0., **FAMILIES[name]))
-    model = model.cuda().train()
-    compiled = torch.compile(model)
-    torch._dynamo.reset()
-    for batch in (2, 3, 5):
-        x = torch.randn(batch, 3, 64, 64, device='cuda')
-        out, grads = train_step(model, x).detach(), _grads(model)
-        model.zero_grad(set_to_none=True)
-        with torch._dynamo.config.patch(error_on_recompile=batch == 5):
-            out_c, grads_c = train_step(compiled, x).detach(), _grads(model)
-        model.zero_grad(set_to_none=True)
-        torch.testing.assert_close(out_c, out, rtol=1e-3, atol=1e-4)
-        for n, g in grads.items():
-            torch.testing.assert_close(grads_c[n], g, rtol=1e-3, atol=1e-3 * g.abs().max().item() + 1e-7,
-                                       msg=lambda m, n=n, b=batch: f'batch {b}, {n}: {m}')
+    _assert_compiled_steps_match(_small(name).cuda(), batches=(2, 3, 5), rtol=1e-3, atol=1e-4, grad_atol=1e-3,
+                                 device='cuda', backend='inductor')
