@@ -165,7 +165,7 @@ class DeiT(TimmApiMixin, nn.Module):
 
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                       embed_dim=embed_dim, flatten=False, output_fmt='NHWC',
-                                      strict_img_size=False, dynamic_img_pad=True)
+                                      strict_img_size=False)
         self.grid_size = tuple(self.patch_embed.grid_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, embed_dim))
@@ -208,7 +208,13 @@ class DeiT(TimmApiMixin, nn.Module):
     # -------------------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         check_min_input_size(self, tuple(x.shape[-2:]), (self.patch_size, self.patch_size))
-        x = self.patch_embed(x)  # B, h, w, C (input zero-padded to a multiple of the patch)
+        # zero-pad to whole patches here, and only where needed (not PatchEmbed's dynamic_img_pad): under torch.compile
+        # with symbolic image sizes the padded grid's size expression broke the backward of the antialiased bicubic
+        # resize of pos_embed (torch 2.14; timm's ViT with dynamic_img_pad fails the same way)
+        pad_h, pad_w = -x.shape[-2] % self.patch_size, -x.shape[-1] % self.patch_size
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.patch_embed(x)  # B, h, w, C
         B, h, w, C = x.shape
         pos = self.pos_embed
         if (h, w) != self.grid_size:
