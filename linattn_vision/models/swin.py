@@ -58,6 +58,18 @@ ATTN_TYPES = ('flatten', 'agent', 'window')
 SHIFT_MASK_VALUE = -100.0  # the official mask value (not -inf)
 
 
+def pad_to_windows(x: torch.Tensor, window: Tuple[int, int]) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """(B, H, W, C) zero-padded at the bottom and right to whole windows, and its (Hp, Wp). A map of whole windows
+    keeps H and W as they are: under torch.compile with symbolic sizes, H + (-H % w) is an expression whose window
+    reshapes keep the shape solver busy (a small FLatten-Swin's recompile for a new image size, AOT autograd on 2
+    CPU cores: 270 s with it, 165 s without)."""
+    H, W = x.shape[1:3]
+    pad_h, pad_w = (-H) % window[0], (-W) % window[1]
+    if pad_h or pad_w:
+        return F.pad(x, (0, 0, 0, pad_w, 0, pad_h)), (H + pad_h, W + pad_w)
+    return x, (H, W)
+
+
 def window_partition(x: torch.Tensor, window: Tuple[int, int]) -> torch.Tensor:
     """(B, H, W, C) -> (B, num_windows, wh*ww, C); H and W multiples of the window."""
     B, H, W, C = x.shape
@@ -229,10 +241,7 @@ class SwinBlock(nn.Module):
     def _window_attn(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         window, shift = self.window_and_shift(H, W)
-        pad_h, pad_w = (-H) % window[0], (-W) % window[1]
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
+        x, (Hp, Wp) = pad_to_windows(x, window)
         shifted = any(shift)
         if shifted:
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
@@ -247,10 +256,7 @@ class SwinBlock(nn.Module):
         no larger than the window is one window, i.e. the whole-map attention)."""
         B, H, W, C = x.shape
         window = (min(H, self.agent_window), min(W, self.agent_window))
-        pad_h, pad_w = (-H) % window[0], (-W) % window[1]
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
+        x, (Hp, Wp) = pad_to_windows(x, window)
         windows = window_partition(x, window)
         nW, N = windows.shape[1:3]
         windows = self.attn(windows.reshape(B * nW, N, C), window).reshape(B, nW, N, C)
