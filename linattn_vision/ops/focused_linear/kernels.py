@@ -86,15 +86,11 @@ def _with_grid(cfg, N, B, sms):
     """cfg plus the (batch, split) grid for N tokens and batch B: enough programs to fill the chip a few times
     over, each split covering whole blocks. Plain or symbolic integers (sym_min / sym_max do not guard)."""
     cfg = dict(cfg)
-    n_blocks = _cdiv(N, cfg['BLOCK_N'])
-    splits = torch.sym_max(1, torch.sym_min(n_blocks, _cdiv(int(cfg.pop('splits_per_sm') * sms), B)))
-    blocks_per_split = _cdiv(n_blocks, splits)
-    cfg.update(n_blocks=n_blocks, blocks_per_split=blocks_per_split, splits=_cdiv(n_blocks, blocks_per_split))
+    n_blocks = triton.cdiv(N, cfg['BLOCK_N'])
+    splits = torch.sym_max(1, torch.sym_min(n_blocks, triton.cdiv(int(cfg.pop('splits_per_sm') * sms), B)))
+    blocks_per_split = triton.cdiv(n_blocks, splits)
+    cfg.update(n_blocks=n_blocks, blocks_per_split=blocks_per_split, splits=triton.cdiv(n_blocks, blocks_per_split))
     return cfg
-
-
-def _cdiv(a, b):
-    return (a + b - 1) // b
 
 
 def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
