@@ -242,7 +242,7 @@ def test_compiled_biases_are_opaque_dense_copies(monkeypatch):
     """With compiled bias training on SDPA, the biases reach attention through the opaque linattn::dense_copy
     (inductor keeps the contiguous layout it returns); through AOT autograd the outputs and every gradient are
     float64 eager's."""
-    monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', False)
+    monkeypatch.setattr(agent_op.COMPILED_SDPA, 'on', True)
     m, x, out, grads = _training_module_and_float64_step()
 
     recorded, graphs = _compiled_with_graph_ops(m)
@@ -270,7 +270,7 @@ def test_dense_copy_rows_are_aligned_for_sdpa(agents):
 def test_exported_module_copies_biases_with_plain_ops(monkeypatch):
     """torch.export keeps the biases' copy as plain aten ops (no linattn op another runtime would not know), also
     with compiled bias training on SDPA."""
-    monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', False)
+    monkeypatch.setattr(agent_op.COMPILED_SDPA, 'on', True)
     class Grid4x4(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -307,7 +307,7 @@ def test_gpu_inductor_compiled_training_matches_eager(by_matmul, dim, heads, gri
     switch at stage 3 (49 agents: a bias row SDPA padded itself) before dense_copy padded its rows. The compiled
     step's outputs and gradients are eager's, with the steps as matmuls (the default) and on SDPA
     (LINATTN_AGENT_COMPILED_SDPA=1)."""
-    monkeypatch.setattr(agent_op, 'COMPILED_BIAS_TRAINING_BY_MATMUL', by_matmul)
+    monkeypatch.setattr(agent_op.COMPILED_SDPA, 'on', not by_matmul)
     torch.manual_seed(0)
     m = AgentAttention(dim, heads, (grid, grid), agent_num=agents).cuda().train()
     x = torch.randn(4, grid * grid, dim, device='cuda')

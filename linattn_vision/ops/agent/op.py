@@ -10,11 +10,10 @@ tokens) it runs on a handful of SMs. There the aggregation is computed as matmul
 matrix per head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens). Where torch.compile traces a step
 that trains the biases, both steps are matmul, softmax, matmul too (see _biases_trained_under_compile).
 """
-import os
-
 import torch
 import torch.nn.functional as F
 
+from ..._switch import Switch
 from ..softmax_attention import softmax_attention
 
 # SDPA's memory-efficient kernel takes this many queries per program; below MIN_SDPA_PROGRAMS programs it leaves
@@ -29,10 +28,11 @@ def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
     return agent.is_cuda and dropout_p == 0.0 and B * h * -(-n // SDPA_QUERIES_PER_PROGRAM) < MIN_SDPA_PROGRAMS
 
 
-# Run compiled steps that train the biases as matmul, softmax, matmul (see _biases_trained_under_compile);
-# LINATTN_AGENT_COMPILED_SDPA=1 keeps them on SDPA, with the biases from dense_bias (experimental: it failed on the
-# whole Agent-Swin-T on an H100 before dense_copy padded its rows; not yet run since).
-COMPILED_BIAS_TRAINING_BY_MATMUL = os.environ.get('LINATTN_AGENT_COMPILED_SDPA', '0') != '1'
+# Compiled steps that train the biases run as matmul, softmax, matmul (see _biases_trained_under_compile); with this
+# switch on (LINATTN_AGENT_COMPILED_SDPA=1, or `with COMPILED_SDPA.set():`) they stay on SDPA, with the biases from
+# dense_bias (experimental: it failed on the whole Agent-Swin-T on an H100 before dense_copy padded its rows; not yet
+# run since).
+COMPILED_SDPA = Switch('LINATTN_AGENT_COMPILED_SDPA', default_on=False)
 
 
 # Rows of the biases dense_copy returns are padded to this many elements: SDPA's memory-efficient kernel wants rows
@@ -70,8 +70,7 @@ def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     compiled bias training runs on SDPA (LINATTN_AGENT_COMPILED_SDPA=1), the copy is one, its rows padded so that
     SDPA need not pad it again (BIAS_ROW_ALIGNMENT). The default compiled graphs (the ones measured on a GPU) and
     torch.export keep the plain copy."""
-    if (not COMPILED_BIAS_TRAINING_BY_MATMUL and torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()):
+    if COMPILED_SDPA.on and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
         return _dense_copy(bias, dtype)
     # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
     return bias.to(dtype=dtype, memory_format=torch.contiguous_format).contiguous()
@@ -82,7 +81,7 @@ def _biases_trained_under_compile(*biases) -> bool:
     bias with a strided last dim ("(*bias): last dimension must be contiguous", compiled Agent-Swin-T training on an
     H100, torch 2.11): inductor lays out the biases as it likes (its clone ignores memory_format). Such steps run as
     matmul, softmax, matmul, which take any layout."""
-    return (COMPILED_BIAS_TRAINING_BY_MATMUL and torch.compiler.is_compiling()
+    return (not COMPILED_SDPA.on and torch.compiler.is_compiling()
             and any(b is not None and b.requires_grad for b in biases))
 
 
