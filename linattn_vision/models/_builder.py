@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import get_device_dtype, trunc_normal_
 from timm.models import build_model_with_cfg
@@ -178,6 +179,15 @@ def check_min_input_size(model: nn.Module, hw: tuple[int, int], min_hw: tuple[in
     if hw[0] < min_hw[0] or hw[1] < min_hw[1]:
         raise ValueError(f'{model_name(model)} takes inputs of at least {min_hw[0]}x{min_hw[1]} pixels; '
                          f'got {hw[0]}x{hw[1]}')
+
+
+def pad_to_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """An NCHW image zero-padded at the bottom and right to whole patches, or ``x`` itself where it already is (no
+    size expression for torch.compile's symbolic sizes to carry: see deit.DeiT._embed)."""
+    pad_h, pad_w = -x.shape[-2] % patch, -x.shape[-1] % patch
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
 
 
 def per_stage(value, num_stages: int, name: str) -> tuple:

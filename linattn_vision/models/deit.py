@@ -41,7 +41,7 @@ from ..layers.norm import LayerNorm
 from ..layers.pos_embed import to_hw
 from ..ops import focused_linear_attention
 from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
-    make_cfg, model_name
+    make_cfg, model_name, pad_to_patches
 from .cswin import extract_weights, resize_grid_params
 
 __all__ = ['DeiT', 'FocusedLinearPrefixAttention', 'SoftmaxAttention', 'DeiTBlock', 'checkpoint_filter_fn']
@@ -211,10 +211,7 @@ class DeiT(TimmApiMixin, nn.Module):
         # zero-pad to whole patches here, and only where needed (not PatchEmbed's dynamic_img_pad): under torch.compile
         # with symbolic image sizes the padded grid's size expression broke the backward of the antialiased bicubic
         # resize of pos_embed (torch 2.14; timm's ViT with dynamic_img_pad fails the same way)
-        pad_h, pad_w = -x.shape[-2] % self.patch_size, -x.shape[-1] % self.patch_size
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.patch_embed(x)  # B, h, w, C
+        x = self.patch_embed(pad_to_patches(x, self.patch_size))  # B, h, w, C
         B, h, w, C = x.shape
         pos = self.pos_embed
         if (h, w) != self.grid_size:

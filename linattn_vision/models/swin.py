@@ -49,7 +49,7 @@ from ..layers import (
 from ..ops import softmax_attention
 from ._builder import (
     TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg,
-    official_state_dict, per_stage,
+    official_state_dict, pad_to_patches, per_stage,
 )
 
 __all__ = ['SwinTransformer', 'checkpoint_filter_fn']
@@ -285,9 +285,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x, _ = pad_to_windows(x, (2, 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
 
@@ -303,11 +301,7 @@ class PatchEmbed(nn.Module):
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        return self.norm(self.proj(pad_to_patches(x, self.patch_size)).permute(0, 2, 3, 1))
 
 
 class SwinStage(nn.Module):
