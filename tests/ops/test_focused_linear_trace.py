@@ -91,3 +91,33 @@ def test_ops_trace_with_symbolic_batch_and_tokens(monkeypatch):
     symbols = (B.node.expr, N.node.expr)
     for b, n in [(1, 49), (2, 3136), (64, 3136), (128, 784), (2, 200 * 336), (7, 1000)]:
         assert all(g.expr.xreplace(dict(zip(symbols, (b, n)))) for g in shape_env.guards), (b, n)
+
+
+@pytest.mark.parametrize('name', ['fwd_state', 'fwd_out', 'bwd_q', 'bwd_kv'])
+def test_kernels_build_with_every_scalar_a_constant(name):
+    """torch.compile's mutation analysis of a user-defined Triton kernel builds the kernel's TTIR and reads which
+    pointers it stores to. torch 2.11 (the GPU machine's) builds it with every non-tensor argument as a constant, so
+    N arrives as a Python int: a kernel that used it as a Triton scalar (``N.to(...)``) failed the analysis there
+    (a warning), and inductor then took every input as written and copied each one around every launch. Each kernel
+    must build both ways: here with the scalars constant, as that analysis does."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from linattn_vision.ops.focused_linear import kernels
+    kernel = {'fwd_state': kernels._fwd_state_kernel, 'fwd_out': kernels._fwd_out_kernel,
+              'bwd_q': kernels._bwd_q_kernel, 'bwd_kv': kernels._bwd_kv_kernel}[name]
+    B, N, C, heads = 2, 200, 96, 3
+    cfg = kernels._with_grid(kernels._pass_config(name, heads, C // heads, fp32=False), N, B, sms=132)
+    scalars = dict(N=N, C=C, HEAD_DIM=C // heads, H=heads, blocks_per_split=cfg['blocks_per_split'],
+                   n_blocks=cfg['n_blocks'], **{f'{t}_s{d}': s for t in 'qkv' for d, s in (('b', 3 * N * C),
+                                                                                         ('n', 3 * C))})
+    constexprs = dict(kernels._meta(torch.empty(0, dtype=torch.bfloat16), 3.0), HAS_POS=True,
+                      **{k: cfg[k] for k in ('BLOCK_N', 'H_PAD', 'D_PAD', 'STATE')})
+    constants = {arg: {**scalars, **constexprs}[arg] for arg in kernel.arg_names if not arg.endswith('_ptr')}
+    signature = {arg: ('constexpr' if arg in constexprs else 'i32' if arg in scalars
+                       else '*fp32' if arg in ('pos_ptr', 'scale_ptr', 'part_ptr', 'state_ptr', 'qgrad_ptr')
+                       else '*bf16') for arg in kernel.arg_names}
+    module = ASTSource(kernel, signature, constexprs=constants)
+    compiled = triton.compile(module, target=GPUTarget('cuda', 90, 32),
+                              options=dict(num_warps=cfg['num_warps'], num_stages=cfg['num_stages']))
+    assert 'tt.store' in compiled.asm['ttir']

@@ -305,7 +305,9 @@ def _fwd_state_kernel(
         kv = _dot_acc(_transpose_last(phi), v.to(tl.float32), kv, DOT_MODE)
         ksum += tl.sum(phi, axis=1)
     row = (b * tl.num_programs(1) + split).to(tl.int64) * STATE
-    inv_n = 1.0 / N.to(tl.float32)  # (here, not a float argument: N may be symbolic under torch.compile)
+    # 1/N here, not a float argument (N may be symbolic under torch.compile); `1.0 / N`, not N.to(): torch 2.11's
+    # mutation analysis builds this kernel with N a Python int (tests/ops/test_focused_linear_trace.py)
+    inv_n = 1.0 / N
     _store_state(part_ptr + row, kv * inv_n, ksum * inv_n, H_PAD, D_PAD)
 
 
@@ -369,7 +371,7 @@ def _bwd_q_kernel(
         tl.store(dq_ptr + base + offs, dq.to(dq_ptr.dtype.element_ty), mask=valid)
         ds += tl.sum(ga_a, axis=1)
     row = part_ptr + (b * tl.num_programs(1) + split).to(tl.int64) * (STATE + C)
-    inv_n = 1.0 / N.to(tl.float32)
+    inv_n = 1.0 / N
     _store_state(row, dkv * inv_n, dkmean * inv_n, H_PAD, D_PAD)
     chan_vec, chan_ok = _channel_offsets(HEAD_DIM, H, H_PAD, D_PAD)
     tl.store(row + STATE + chan_vec, ds * dscale_factor, mask=chan_ok)
