@@ -30,15 +30,17 @@ def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
 
 # Compiled steps that train the biases run as matmul, softmax, matmul (see _biases_trained_under_compile); with this
 # switch on (LINATTN_AGENT_COMPILED_SDPA=1, or `with COMPILED_SDPA.set():`) they stay on SDPA, with the biases from
-# dense_bias (experimental: it failed on the whole Agent-Swin-T on an H100 before dense_copy padded its rows; not yet
-# run since).
+# dense_bias (experimental: it failed on the whole Agent-Swin-T with torch 2.11, on an H100 and, with dense_copy's rows
+# padded, again on an H200: SDPA's backward got a padded stage-3 bias laid out heads-innermost).
 COMPILED_SDPA = Switch('LINATTN_AGENT_COMPILED_SDPA', default_on=False)
 
 
 # Rows of the biases dense_copy returns are padded to this many elements: SDPA's memory-efficient kernel wants rows
 # aligned to 8, and pads an unaligned bias itself, inside its lowering, as a copy whose layout inductor picks
 # (compiled Agent-Swin-T training with 49 agents failed on that copy: "(*bias): last dimension must be contiguous",
-# a padded stage-3 bias laid out heads-innermost; H100, torch 2.11). An aligned bias goes to SDPA as it is.
+# a padded stage-3 bias laid out heads-innermost; H100, torch 2.11). SDPA's composite skips its pad for a bias whose
+# strides are multiples of 8, yet the whole model failed the same way with these rows (H200, torch 2.11): the bias that
+# reaches SDPA there is not this copy's, for a reason not yet found.
 BIAS_ROW_ALIGNMENT = 16
 
 
