@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a CUDA machine: the GPU tests of the focused-linear op and the numbers BENCHMARKS.md reports, by part, each
 # part's output into $GPU_CHECK_OUT (default work_dirs/gpu_check). Parts and their time on an H100:
-#   tests    pytest -m gpu of the ops and compiled models (~4 min)
+#   tests    pytest -m gpu of the ops and the agent layer (~4 min)
+#   tests-compiled  pytest -m gpu of whole models trained under inductor at new batch and image sizes (~5 min)
 #   op       the op table, all methods (~3 min)
 #   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T, Agent-Swin-T and Swin-T (~6 min)
@@ -22,15 +23,18 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the tools import linattn_vision from this checkout
 out=${GPU_CHECK_OUT:-work_dirs/gpu_check}
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(tests op models compile profile)
+[ ${#parts[@]} -gt 0 ] || parts=(tests tests-compiled op models compile profile)
 mkdir -p "$out"
 python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check.sh needs a CUDA GPU")' || exit 2
 status=0
 for part in "${parts[@]}"; do
     case $part in
-        tests) python -m pytest -q tests/ops/test_focused_linear.py tests/ops/test_depthwise_conv.py \
-                   tests/ops/test_softmax_attention.py tests/layers/test_agent.py tests/models/test_compiled_training.py \
-                   -m gpu -p no:cacheprovider ;;
+        # (-rfE --tb=short: the failures' reasons come first and short, so a run cut by its time limit still
+        # shows those of the tests that finished)
+        tests) python -m pytest -q -rfE --tb=short tests/ops/test_focused_linear.py tests/ops/test_depthwise_conv.py \
+                   tests/ops/test_softmax_attention.py tests/layers/test_agent.py -m gpu -p no:cacheprovider ;;
+        tests-compiled) python -m pytest -q -rfE --tb=short tests/models/test_compiled_training.py -m gpu \
+                            -p no:cacheprovider ;;
         op) python tools/benchmark_attention.py --reps 20 --host ;;
         models) python tools/benchmark_models.py --graph --nan-steps 200 ;;
         compile) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \
@@ -49,7 +53,7 @@ for part in "${parts[@]}"; do
                    python tools/benchmark_models.py --layer-norm-ab flatten_swin_t agent_swin_t \
                        swin_tiny_patch4_window7_224 ;;
         parts) python tools/benchmark_parts.py ;;
-        *) echo "unknown part '$part' (tests, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts)" >&2
+        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
