@@ -29,8 +29,7 @@ python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_
 status=0
 for part in "${parts[@]}"; do
     case $part in
-        # (-rfE --tb=short: the failures' reasons come first and short, so a run cut by its time limit still
-        # shows those of the tests that finished)
+        # (tests/conftest.py prints a failed GPU test's reason as it fails: a run cut by its time limit still shows it)
         tests) python -m pytest -q -rfE --tb=short tests/ops/test_focused_linear.py tests/ops/test_depthwise_conv.py \
                    tests/ops/test_softmax_attention.py tests/layers/test_agent.py -m gpu -p no:cacheprovider ;;
         tests-compiled) python -m pytest -q -rfE --tb=short tests/models/test_compiled_training.py -m gpu \
