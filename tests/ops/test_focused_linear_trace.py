@@ -108,9 +108,9 @@ def test_kernels_build_with_every_scalar_a_constant(name):
               'bwd_q': kernels._bwd_q_kernel, 'bwd_kv': kernels._bwd_kv_kernel}[name]
     B, N, C, heads = 2, 200, 96, 3
     cfg = kernels._with_grid(kernels._pass_config(name, heads, C // heads, fp32=False), N, B, sms=132)
+    strides = {**{f'{t}_sb': 3 * N * C for t in 'qkv'}, **{f'{t}_sn': 3 * C for t in 'qkv'}}  # slices of one qkv
     scalars = dict(N=N, C=C, HEAD_DIM=C // heads, H=heads, blocks_per_split=cfg['blocks_per_split'],
-                   n_blocks=cfg['n_blocks'], **{f'{t}_s{d}': s for t in 'qkv' for d, s in (('b', 3 * N * C),
-                                                                                         ('n', 3 * C))})
+                   n_blocks=cfg['n_blocks'], **strides)
     constexprs = dict(kernels._meta(torch.empty(0, dtype=torch.bfloat16), 3.0), HAS_POS=True,
                       **{k: cfg[k] for k in ('BLOCK_N', 'H_PAD', 'D_PAD', 'STATE')})
     constants = {arg: {**scalars, **constexprs}[arg] for arg in kernel.arg_names if not arg.endswith('_ptr')}
