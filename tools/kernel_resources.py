@@ -50,8 +50,11 @@ def _resource_usage(cubin: bytes, cuobjdump: str) -> dict:
     return {key: int(re.search(rf'{key}:(\d+)', text).group(1)) for key in ('REG', 'STACK')}
 
 
-def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
-    """{pass name: {regs, stack, shared, converts, barriers}} for the passes' launch configurations at ``shape``."""
+def compile_pass(name: str, shape: str = 'swin_s1', dtype_name: str = 'bf16', scalars_constant: bool = False):
+    """One pass's kernel compiled for sm_90 with its launch configuration at ``shape``, specialized as a launch on
+    contiguous (B, N, C) tensors is; returns (compiled kernel, launch configuration). scalars_constant: every scalar
+    argument (N, C, strides, loop bounds) a compile-time constant as well, as torch 2.11's mutation analysis of a user
+    kernel under torch.compile builds it."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -60,27 +63,37 @@ def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
     B, N, C, heads = SHAPES[shape]
     dtype = DTYPES[dtype_name]
     head_dim = C // heads
+    kernel = {'fwd_state': kernels._fwd_state_kernel, 'fwd_out': kernels._fwd_out_kernel,
+              'bwd_q': kernels._bwd_q_kernel, 'bwd_kv': kernels._bwd_kv_kernel}[name]
+    cfg = kernels._launch_config(name, heads, head_dim, N, B, torch.device('cpu'), dtype == torch.float32)
+    constexprs = dict(kernels._meta(torch.empty(0, dtype=dtype), 3.0), HAS_POS=True, BLOCK_N=cfg['BLOCK_N'],
+                      H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'], STATE=cfg['STATE'])
+    constexprs = {k: v for k, v in constexprs.items() if k in kernel.arg_names}
+    # what a launch on contiguous (B, N, C) tensors specializes on: 16-byte aligned pointers, strides and
+    # channel counts that are multiples of 16
+    values = dict(C=C, HEAD_DIM=head_dim, q_sn=C, k_sn=C, v_sn=C, q_sb=N * C, k_sb=N * C, v_sb=N * C)
+    signature = _signature(kernel, dtype_name, constexprs)
+    if scalars_constant:
+        scalars = dict(values, N=N, H=heads, blocks_per_split=cfg['blocks_per_split'], n_blocks=cfg['n_blocks'])
+        constexprs.update((arg, scalars[arg]) for arg in kernel.arg_names if signature[arg] == 'i32')
+    divisible = [i for i, arg in enumerate(kernel.arg_names) if arg not in constexprs
+                 and (arg.endswith('_ptr') or (arg in values and values[arg] % 16 == 0))]
+    options = dict(num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
+    if cfg.get('maxnreg'):
+        options['maxnreg'] = cfg['maxnreg']
+    src = ASTSource(kernel, signature, constexprs=constexprs,
+                    attrs={(i,): [['tt.divisibility', 16]] for i in divisible})
+    return triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options), cfg
+
+
+def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
+    """{pass name: {regs, stack, shared, converts, barriers}} for the passes' launch configurations at ``shape``."""
+    import triton
+
     nvidia_bin = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
-    passes = {'fwd_state': kernels._fwd_state_kernel, 'fwd_out': kernels._fwd_out_kernel,
-              'bwd_q': kernels._bwd_q_kernel, 'bwd_kv': kernels._bwd_kv_kernel}
-    meta = kernels._meta(torch.empty(0, dtype=dtype), 3.0)
     results = {}
-    for name, kernel in passes.items():
-        cfg = kernels._launch_config(name, heads, head_dim, N, B, torch.device('cpu'), dtype == torch.float32)
-        constexprs = dict(meta, HAS_POS=True, BLOCK_N=cfg['BLOCK_N'], H_PAD=cfg['H_PAD'], D_PAD=cfg['D_PAD'],
-                          STATE=cfg['STATE'])
-        constexprs = {k: v for k, v in constexprs.items() if k in kernel.arg_names}
-        # what a launch on contiguous (B, N, C) tensors specializes on: 16-byte aligned pointers, strides and
-        # channel counts that are multiples of 16
-        values = dict(C=C, HEAD_DIM=head_dim, q_sn=C, k_sn=C, v_sn=C, q_sb=N * C, k_sb=N * C, v_sb=N * C)
-        divisible = [i for i, arg in enumerate(kernel.arg_names)
-                     if arg.endswith('_ptr') or (arg in values and values[arg] % 16 == 0)]
-        options = dict(num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
-        if cfg.get('maxnreg'):
-            options['maxnreg'] = cfg['maxnreg']
-        src = ASTSource(kernel, _signature(kernel, dtype_name, constexprs), constexprs=constexprs,
-                        attrs={(i,): [['tt.divisibility', 16]] for i in divisible})
-        compiled = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
+    for name in ('fwd_state', 'fwd_out', 'bwd_q', 'bwd_kv'):
+        compiled, cfg = compile_pass(name, shape, dtype_name)
         usage = _resource_usage(compiled.asm['cubin'], os.path.join(nvidia_bin, 'cuobjdump'))
         results[name] = dict(regs=usage['REG'], stack=usage['STACK'], shared=compiled.metadata.shared,
                              converts=compiled.asm['ttgir'].count('ttg.convert_layout'),

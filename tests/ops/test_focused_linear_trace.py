@@ -99,25 +99,8 @@ def test_kernels_build_with_every_scalar_a_constant(name):
     pointers it stores to. torch 2.11 (the GPU machine's) builds it with every non-tensor argument as a constant, so
     N arrives as a Python int: a kernel that used it as a Triton scalar (``N.to(...)``) failed the analysis there
     (a warning), and inductor then took every input as written and copied each one around every launch. Each kernel
-    must build both ways: here with the scalars constant, as that analysis does."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    must build both ways: here with the scalars constant, as that analysis does (tools/kernel_resources.py)."""
+    from tool_helpers import load_tool  # tests/tool_helpers.py
 
-    from linattn_vision.ops.focused_linear import kernels
-    kernel = {'fwd_state': kernels._fwd_state_kernel, 'fwd_out': kernels._fwd_out_kernel,
-              'bwd_q': kernels._bwd_q_kernel, 'bwd_kv': kernels._bwd_kv_kernel}[name]
-    B, N, C, heads = 2, 200, 96, 3
-    cfg = kernels._with_grid(kernels._pass_config(name, heads, C // heads, fp32=False), N, B, sms=132)
-    strides = {**{f'{t}_sb': 3 * N * C for t in 'qkv'}, **{f'{t}_sn': 3 * C for t in 'qkv'}}  # slices of one qkv
-    scalars = dict(N=N, C=C, HEAD_DIM=C // heads, H=heads, blocks_per_split=cfg['blocks_per_split'],
-                   n_blocks=cfg['n_blocks'], **strides)
-    constexprs = dict(kernels._meta(torch.empty(0, dtype=torch.bfloat16), 3.0), HAS_POS=True,
-                      **{k: cfg[k] for k in ('BLOCK_N', 'H_PAD', 'D_PAD', 'STATE')})
-    constants = {arg: {**scalars, **constexprs}[arg] for arg in kernel.arg_names if not arg.endswith('_ptr')}
-    signature = {arg: ('constexpr' if arg in constexprs else 'i32' if arg in scalars
-                       else '*fp32' if arg in ('pos_ptr', 'scale_ptr', 'part_ptr', 'state_ptr', 'qgrad_ptr')
-                       else '*bf16') for arg in kernel.arg_names}
-    module = ASTSource(kernel, signature, constexprs=constants)
-    compiled = triton.compile(module, target=GPUTarget('cuda', 90, 32),
-                              options=dict(num_warps=cfg['num_warps'], num_stages=cfg['num_stages']))
+    compiled, _ = load_tool('kernel_resources').compile_pass(name, 'swin_s1', 'bf16', scalars_constant=True)
     assert 'tt.store' in compiled.asm['ttir']
