@@ -56,8 +56,11 @@ def count(model, inputs):
     analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
-    # the tracer must see the attention's matmuls, not the fused kernels' opaque op
+    # the tracer must see the attention's matmuls, not the fused kernels' opaque op; a first call builds what the
+    # models cache per input size for inference (position biases and encodings resized from parameters by matmuls),
+    # so that the count covers the per-image work, as the papers' counts do
     with use_reference():
+        model(*inputs)
         flops = analyzer.total()
     return flops, parameter_count(model)['']
 

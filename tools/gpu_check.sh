@@ -2,7 +2,8 @@
 # On a CUDA machine: the GPU tests of the focused-linear op and the numbers BENCHMARKS.md reports, by part, each
 # part's output into $GPU_CHECK_OUT (default work_dirs/gpu_check). Parts and their time on an H100:
 #   tests    pytest -m gpu of the ops and the agent layer (~4 min)
-#   tests-compiled  pytest -m gpu of whole models trained under inductor at new batch and image sizes (~5 min)
+#   tests-compiled  pytest -m gpu of whole models trained under inductor at new batch and image sizes (>5 min:
+#            three of its four tests took 300 s on an H200)
 #   op       the op table, all methods (~3 min)
 #   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T, Agent-Swin-T and Swin-T (~6 min)
