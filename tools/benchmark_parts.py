@@ -2,14 +2,17 @@
 BENCHMARKS.md session 7.
 
     python tools/benchmark_parts.py                 # every part
-    python tools/benchmark_parts.py stages sdpa     # some: stages, dwc, split, sdpa
+    python tools/benchmark_parts.py stages sdpa     # some: stages, dwc, split, sdpa, agent
     SIZE=2048 BATCH=1 python tools/benchmark_parts.py stages
 
 stages: per stage of FLatten-Swin-T, Agent-Swin-T and timm's Swin-T (backbone at SIZE, batch BATCH), then the parts of
         a FLatten block (stages 1, 2) and of window blocks (stages 3, 4);
 dwc:    x + dwc(v) with v a slice of qkv: torch on the strided view, torch on a dense copy, the Triton kernel;
 split:  the focused op's forward against the state pass's splits per SM;
-sdpa:   window-attention shapes in each SDPA backend, with the merged shift mask, the position bias only, no mask.
+sdpa:   window-attention shapes in each SDPA backend, with the merged shift mask, the position bias only, no mask;
+agent:  Agent-Swin-T's two attention steps at its stage shapes (batch 64 at 224), trained (forward + backward, biases
+        trainable): each step on SDPA (eager's route) or as matmul, softmax, matmul (the compiled route), GPU time
+        (graph replay) and eager time per call (CUDA events, the host's launches included).
 """
 import os
 import sys
@@ -22,7 +25,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_models import build, capture_graph, channels_last, cuda_time  # noqa: E402
 
-from linattn_vision.ops import depthwise_conv_tokens, focused_linear_attention  # noqa: E402
+from linattn_vision.ops import depthwise_conv_tokens, focused_linear_attention, softmax_attention  # noqa: E402
+from linattn_vision.ops.agent.op import _attend  # noqa: E402
 from linattn_vision.ops.focused_linear import kernels as focused_kernels  # noqa: E402
 
 SIZE = int(os.environ.get('SIZE', 1024))
@@ -265,6 +269,37 @@ def split_probe():
         print(f'{label}: ' + ', '.join(row))
 
 
+def agent_probe():
+    """The agent steps' routes in training (see the module note): which one each step should take in eager."""
+    print('\n## Agent-Swin-T attention steps, forward + backward, bf16, batch 64 at 224 (us: graph replay / eager)')
+    dt, B, d = torch.bfloat16, 64, 32
+
+    def sdpa(q, k, v, bias, scale):
+        return softmax_attention(q, k, v, bias, scale=scale)
+
+    routes = {'sdpa': sdpa, 'matmul': _attend}
+    for label, N, h, n in [('stage 1', 3136, 3, 9), ('stage 2', 784, 6, 16), ('stage 3', 196, 12, 49)]:
+        q, k, v = (torch.randn(B, h, N, d, device='cuda', dtype=dt, requires_grad=True) for _ in range(3))
+        agent = torch.randn(B, h, n, d, device='cuda', dtype=dt, requires_grad=True)
+        agent_bias = torch.randn(1, h, n, N, device='cuda', dtype=dt, requires_grad=True)
+        query_bias = torch.randn(1, h, N, n, device='cuda', dtype=dt, requires_grad=True)
+        leaves = (q, k, v, agent, agent_bias, query_bias)
+        grad_out = torch.randn(B, h, N, d, device='cuda', dtype=dt)
+        row = []
+        for aggregate, broadcast in [('sdpa', 'sdpa'), ('matmul', 'matmul'), ('matmul', 'sdpa'), ('sdpa', 'matmul')]:
+            def step(aggregate=routes[aggregate], broadcast=routes[broadcast]):
+                agent_v = aggregate(agent, k, v, agent_bias, d ** -0.5)
+                out = broadcast(q, agent, agent_v, query_bias, d ** -0.5)
+                torch.autograd.grad(out, leaves, grad_out)
+            try:
+                graph_us = cuda_time(capture_graph(step), warmup=5, iters=40) * 1000
+                eager_us = cuda_time(step, warmup=5, iters=40) * 1000
+                row.append(f'{aggregate}+{broadcast} {graph_us:8.1f} / {eager_us:8.1f}')
+            except Exception as e:  # noqa: BLE001 (a route a backend rejects is a table cell, not the end of the run)
+                row.append(f'{aggregate}+{broadcast} error: {str(e).splitlines()[0][:80]}')
+        print(f'{label} (N={N}, {h} heads, {n} agents): ' + ', '.join(row))
+
+
 def stages_probe():
     torch.backends.cudnn.benchmark = False
     model, ins = per_stage('flatten_swin_t')
@@ -280,7 +315,7 @@ def stages_probe():
 if __name__ == '__main__':
     if not torch.cuda.is_available():
         sys.exit('benchmark_parts.py needs a CUDA GPU')
-    for part in sys.argv[1:] or ['stages', 'dwc', 'split', 'sdpa']:
-        if part not in ('stages', 'dwc', 'split', 'sdpa'):
-            sys.exit(f'unknown part {part!r} (stages, dwc, split, sdpa)')
+    for part in sys.argv[1:] or ['stages', 'dwc', 'split', 'sdpa', 'agent']:
+        if part not in ('stages', 'dwc', 'split', 'sdpa', 'agent'):
+            sys.exit(f'unknown part {part!r} (stages, dwc, split, sdpa, agent)')
         globals()[part + '_probe']()

@@ -15,7 +15,10 @@
 #   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled, and the compiled step's
 #            host ops by their own CPU time (~3 min)
 #   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)
-#   parts    per-stage / per-block GPU time, SDPA backends, DWC, the op's splits (tools/benchmark_parts.py, ~3 min)
+#   parts    per-stage / per-block GPU time, SDPA backends, DWC, the op's splits, the agent steps' routes in training
+#            (tools/benchmark_parts.py, ~3 min)
+#   agent-routes  the last of those alone: Agent-Swin-T's attention steps trained on SDPA or as matmuls, per stage
+#            (eager training sends both to SDPA, whose backward took 7.39 of 34.46 ms of GPU work per step on an H200)
 #
 #   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
 #   bash tools/gpu_check.sh tests op         # some parts
@@ -53,7 +56,8 @@ for part in "${parts[@]}"; do
                    python tools/benchmark_models.py --layer-norm-ab flatten_swin_t agent_swin_t \
                        swin_tiny_patch4_window7_224 ;;
         parts) python tools/benchmark_parts.py ;;
-        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts)" >&2
+        agent-routes) python tools/benchmark_parts.py agent ;;
+        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
