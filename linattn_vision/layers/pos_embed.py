@@ -6,6 +6,7 @@ everywhere, and the checkpoint filters use the same functions when the resolutio
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Sequence
 
@@ -50,6 +51,13 @@ def _axis_matrix(size: int, out: int, mode: str, device, dtype) -> torch.Tensor:
         return _interpolation_matrix(size, out, mode, device, dtype)
 
 
+def _autocast_off(t: torch.Tensor):
+    """A context running products in ``t``'s dtype (autocast would round the weights and results to half)."""
+    if torch.amp.is_autocast_available(t.device.type):  # not for every device type ('meta')
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 @functools.lru_cache(maxsize=16)
 def _grid_matrix(old_hw: tuple, new_hw: tuple, mode: str, device, dtype) -> torch.Tensor:
     """(H*W, H0*W0): the Kronecker product of the row and column matrices."""
@@ -77,7 +85,7 @@ def resize_grid(t: torch.Tensor, size: Sequence[int], mode: str = 'bilinear') ->
         out = F.interpolate(t.reshape(1, -1, *old), size=size, mode=mode,
                             align_corners=None if mode == 'nearest' else False)
         return out.reshape(*lead, *size)
-    with torch.autocast(t.device.type, enabled=False):
+    with _autocast_off(t):
         if old[0] * old[1] * size[0] * size[1] <= KRON_MAX_ELEMENTS:
             grid = _grid_matrix(old, size, mode, t.device, t.dtype)
             return torch.matmul(t.reshape(*lead, -1), grid.t()).reshape(*lead, *size)
@@ -96,7 +104,7 @@ def resize_axis(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
         out = F.interpolate(moved.reshape(1, -1, moved.shape[-1]), size=size, mode='linear', align_corners=False)
         return out.reshape(*moved.shape[:-1], size).movedim(-1, dim)
     weights = _axis_matrix(t.shape[dim], size, 'bilinear', t.device, t.dtype)
-    with torch.autocast(t.device.type, enabled=False):
+    with _autocast_off(t):
         return torch.matmul(moved, weights.t()).movedim(-1, dim)
 
 

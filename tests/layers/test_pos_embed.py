@@ -89,3 +89,9 @@ def test_compiled_resize_matches_eager():
     grad_out = torch.randn_like(ref)
     torch.testing.assert_close(torch.autograd.grad(out, t, grad_out)[0], torch.autograd.grad(ref, t, grad_out)[0],
                                rtol=0, atol=1e-12)
+
+
+def test_resize_on_the_meta_device():
+    t = torch.randn(3, 7, 7, device='meta')  # shape-only runs (no autocast exists for 'meta')
+    assert resize_grid(t, (14, 12)).shape == (3, 14, 12)
+    assert resize_axis(t, 1, 9).shape == (3, 9, 7)
