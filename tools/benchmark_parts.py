@@ -11,8 +11,9 @@ dwc:    x + dwc(v) with v a slice of qkv: torch on the strided view, torch on a 
 split:  the focused op's forward against the state pass's splits per SM;
 sdpa:   window-attention shapes in each SDPA backend, with the merged shift mask, the position bias only, no mask;
 agent:  Agent-Swin-T's two attention steps at its stage shapes (batch 64 at 224), trained (forward + backward, biases
-        trainable): each step on SDPA (eager's route) or as matmul, softmax, matmul (the compiled route), GPU time
-        (graph replay) and eager time per call (CUDA events, the host's launches included).
+        trainable): each step on SDPA (eager's route) or as matmul, softmax, matmul (the compiled route; 'matmul8'
+        with the broadcast step's agents padded to a multiple of 8), GPU time (graph replay) and eager time per call
+        (CUDA events, the host's launches included).
 """
 import os
 import sys
@@ -277,7 +278,16 @@ def agent_probe():
     def sdpa(q, k, v, bias, scale):
         return softmax_attention(q, k, v, bias, scale=scale)
 
-    routes = {'sdpa': sdpa, 'matmul': _attend}
+    def matmul_keys_padded(q, k, v, bias, scale):
+        """_attend with the keys padded to a multiple of 8 (zero keys and values, -inf bias): the broadcast step's
+        9 and 49 agents make rows cuBLAS/CUTLASS can only load unaligned (`..._align1` kernels in the profiles)."""
+        pad = -k.shape[-2] % 8
+        if pad:
+            k, v = F.pad(k, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))
+            bias = F.pad(bias, (0, pad), value=float('-inf'))
+        return _attend(q, k, v, bias, scale)
+
+    routes = {'sdpa': sdpa, 'matmul': _attend, 'matmul8': matmul_keys_padded}
     for label, N, h, n in [('stage 1', 3136, 3, 9), ('stage 2', 784, 6, 16), ('stage 3', 196, 12, 49)]:
         q, k, v = (torch.randn(B, h, N, d, device='cuda', dtype=dt, requires_grad=True) for _ in range(3))
         agent = torch.randn(B, h, n, d, device='cuda', dtype=dt, requires_grad=True)
@@ -286,7 +296,8 @@ def agent_probe():
         leaves = (q, k, v, agent, agent_bias, query_bias)
         grad_out = torch.randn(B, h, N, d, device='cuda', dtype=dt)
         row = []
-        for aggregate, broadcast in [('sdpa', 'sdpa'), ('matmul', 'matmul'), ('matmul', 'sdpa'), ('sdpa', 'matmul')]:
+        for aggregate, broadcast in [('sdpa', 'sdpa'), ('matmul', 'matmul'), ('matmul', 'sdpa'), ('sdpa', 'matmul'),
+                                     ('sdpa', 'matmul8'), ('matmul', 'matmul8')]:
             def step(aggregate=routes[aggregate], broadcast=routes[broadcast]):
                 agent_v = aggregate(agent, k, v, agent_bias, d ** -0.5)
                 out = broadcast(q, agent, agent_v, query_bias, d ** -0.5)
