@@ -2,6 +2,8 @@
 grids, per-axis matrices on large ones) and as F.interpolate under torch.compile; every way must give
 F.interpolate's values and gradients (float64), in the parameter's precision under autocast, and work after a first
 call under inference_mode."""
+import zlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,16 +25,17 @@ def _interpolate_grid(t, size, mode):
 @pytest.mark.parametrize('mode', ['bilinear', 'bicubic', 'nearest'])
 @pytest.mark.parametrize('old,new', SIZES)
 def test_resize_grid_matches_interpolate_values_and_gradients(mode, old, new):
-    g = torch.Generator().manual_seed(hash((mode, old, new)) % 2**31)
+    g = torch.Generator().manual_seed(zlib.crc32(repr((mode, old, new)).encode()))
     t = torch.randn(2, 3, *old, dtype=torch.float64, generator=g, requires_grad=True)
     grad_out = torch.randn(2, 3, *new, dtype=torch.float64, generator=g)
     out = resize_grid(t, new, mode)
     ref = _interpolate_grid(t, new, mode)
     assert out.shape == ref.shape
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     grad, = torch.autograd.grad(out, t, grad_out)
     grad_ref, = torch.autograd.grad(ref, t, grad_out)
-    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)
+    # a gradient sums up to 256 x 256 products (magnitudes ~100): float64 rounding, relative ~1e-14
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('size', [1, 5, 9, 20, 56])
@@ -42,10 +45,10 @@ def test_resize_axis_matches_linear_interpolate(size):
     out = resize_axis(t, 2, size)
     ref = F.interpolate(t.movedim(2, -1).reshape(1, -1, 9), size=size, mode='linear', align_corners=False)
     ref = ref.reshape(2, 3, 4, size).movedim(-1, 2)
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     grad_out = torch.randn_like(ref)
     torch.testing.assert_close(torch.autograd.grad(out, t, grad_out)[0], torch.autograd.grad(ref, t, grad_out)[0],
-                               rtol=0, atol=1e-12)
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_resize_keeps_the_parameter_precision_under_autocast():
@@ -85,10 +88,10 @@ def test_compiled_resize_matches_eager():
 
     compiled = torch.compile(resize, backend='aot_eager', fullgraph=True)
     out, ref = compiled(t), resize(t)
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     grad_out = torch.randn_like(ref)
     torch.testing.assert_close(torch.autograd.grad(out, t, grad_out)[0], torch.autograd.grad(ref, t, grad_out)[0],
-                               rtol=0, atol=1e-12)
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_resize_on_the_meta_device():
