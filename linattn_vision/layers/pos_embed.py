@@ -7,14 +7,13 @@ everywhere, and the checkpoint filters use the same functions when the resolutio
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops._triton import needs_grad
+from ..ops._triton import constant_cache, needs_grad
 
 __all__ = [
     'to_hw', 'resize_tokens_grid', 'resize_grid', 'resize_axis', 'relative_position_index',
@@ -43,12 +42,7 @@ def _interpolation_matrix(size: int, out: int, mode: str, device, dtype) -> torc
     return F.interpolate(eye, size=(out, 1), mode=mode, align_corners=False)[0, :, :, 0].t()
 
 
-# The cached matrices are built as normal tensors even when first asked for under inference_mode, so that training
-# can save them for backward.
-@functools.lru_cache(maxsize=128)
-def _axis_matrix(size: int, out: int, mode: str, device, dtype) -> torch.Tensor:
-    with torch.inference_mode(False):
-        return _interpolation_matrix(size, out, mode, device, dtype)
+_axis_matrix = constant_cache(maxsize=128)(_interpolation_matrix)
 
 
 def _autocast_off(t: torch.Tensor):
@@ -58,12 +52,11 @@ def _autocast_off(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
-@functools.lru_cache(maxsize=16)
+@constant_cache(maxsize=16)
 def _grid_matrix(old_hw: tuple, new_hw: tuple, mode: str, device, dtype) -> torch.Tensor:
     """(H*W, H0*W0): the Kronecker product of the row and column matrices."""
     rows, cols = (_axis_matrix(n0, n, mode, device, dtype) for n0, n in zip(old_hw, new_hw))
-    with torch.inference_mode(False):
-        return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(rows.shape[0] * cols.shape[0], -1)
+    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(rows.shape[0] * cols.shape[0], -1)
 
 
 def resize_grid(t: torch.Tensor, size: Sequence[int], mode: str = 'bilinear') -> torch.Tensor:

@@ -37,6 +37,20 @@ def needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def constant_cache(maxsize: int):
+    """functools.lru_cache for a function building constant tensors from sizes, device and dtype (pooling and
+    interpolation matrices). The tensors are built as normal tensors even when first asked for under inference_mode,
+    so that a later training step can save them for backward."""
+    def wrap(build):
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(build)
+        def cached(*args):
+            with torch.inference_mode(False):
+                return build(*args)
+        return cached
+    return wrap
+
+
 def sm_count(device) -> int:
     """Streaming multiprocessors of a CUDA device, which launch grids are sized by; 4 for the CPU tensors of
     Triton's interpreter (small grids)."""

@@ -6,9 +6,9 @@ The agents of Agent attention are the queries average-pooled to a small grid (7x
 batch 64 on an H100, a fifth of the backbone's GPU time. Averaging the window rows, then the window columns, with two
 matrix products gives the same numbers and reads the tokens once, with no layout change.
 """
-import functools
-
 import torch
+
+from .._triton import constant_cache
 
 
 def _window_means(size: int, out: int, device, dtype):
@@ -27,13 +27,9 @@ def _pool_matrices(H: int, W: int, oh: int, ow: int, device, dtype):
     return _window_means(H, oh, device, dtype), _window_means(W, ow, device, dtype)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_pool_matrices(H: int, W: int, oh: int, ow: int, device, dtype):
-    """_pool_matrices, kept per (grid, output, device, dtype) (a few KB each); built as normal tensors even when
-    first asked for under inference_mode, so a later training step can save them for backward. Under
-    torch.compile the matrices are built in the graph instead."""
-    with torch.inference_mode(False):
-        return _pool_matrices(H, W, oh, ow, device, dtype)
+# _pool_matrices, kept per (grid, output, device, dtype) (a few KB each); under torch.compile they are built in the
+# graph instead
+_cached_pool_matrices = constant_cache(maxsize=64)(_pool_matrices)
 
 
 def adaptive_avg_pool_tokens(x: torch.Tensor, hw, out_hw) -> torch.Tensor:
