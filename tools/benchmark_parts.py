@@ -11,9 +11,9 @@ dwc:    x + dwc(v) with v a slice of qkv: torch on the strided view, torch on a 
 split:  the focused op's forward against the state pass's splits per SM;
 sdpa:   window-attention shapes in each SDPA backend, with the merged shift mask, the position bias only, no mask;
 agent:  Agent-Swin-T's two attention steps at its stage shapes (batch 64 at 224), trained (forward + backward, biases
-        trainable): each step on SDPA (eager's route) or as matmul, softmax, matmul (the compiled route; 'matmul8'
-        with the broadcast step's agents padded to a multiple of 8), GPU time (graph replay) and eager time per call
-        (CUDA events, the host's launches included).
+        trainable): both steps in the Triton kernels ('fused', the op's route on CUDA), or each step on SDPA or as
+        matmul, softmax, matmul ('matmul8' with the broadcast step's agents padded to a multiple of 8), GPU time (graph
+        replay) and eager time per call (CUDA events, the host's launches included).
 """
 import os
 import sys
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_models import build, capture_graph, channels_last, cuda_time  # noqa: E402
 
 from linattn_vision.ops import depthwise_conv_tokens, focused_linear_attention, softmax_attention  # noqa: E402
+from linattn_vision.ops.agent import op as agent_op  # noqa: E402
 from linattn_vision.ops.agent.op import _attend  # noqa: E402
 from linattn_vision.ops.focused_linear import kernels as focused_kernels  # noqa: E402
 
@@ -296,6 +297,15 @@ def agent_probe():
         leaves = (q, k, v, agent, agent_bias, query_bias)
         grad_out = torch.randn(B, h, N, d, device='cuda', dtype=dt)
         row = []
+
+        def fused():
+            out = agent_op.agent_attention(q, k, v, agent, agent_bias, query_bias)
+            torch.autograd.grad(out, leaves, grad_out)
+        try:
+            row.append(f'fused {cuda_time(capture_graph(fused), warmup=5, iters=40) * 1000:8.1f} / '
+                       f'{cuda_time(fused, warmup=5, iters=40) * 1000:8.1f}')
+        except Exception as e:  # noqa: BLE001
+            row.append(f'fused error: {str(e).splitlines()[0][:80]}')
         for aggregate, broadcast in [('sdpa', 'sdpa'), ('matmul', 'matmul'), ('matmul', 'sdpa'), ('sdpa', 'matmul'),
                                      ('sdpa', 'matmul8'), ('matmul', 'matmul8')]:
             def step(aggregate=routes[aggregate], broadcast=routes[broadcast]):

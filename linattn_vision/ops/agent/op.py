@@ -2,19 +2,30 @@
 
 agent aggregation: V_A = softmax(A K^T * s + B1) V      (agents attend to all tokens)
 agent broadcast:   O   = softmax(Q A^T * s + B2) V_A    (tokens attend to the agents)
-Both softmax steps go through scaled_dot_product_attention (``ops.softmax_attention``) with an additive float
-bias that broadcasts over the batch, so fused kernels do the work and memory stays linear in N. One exception:
+On CUDA (and on CPU under Triton's interpreter) both steps, forward and backward, run in this package's Triton
+kernels (kernels.py: every program owns a block of tokens, see its note), registered as torch.library triton_ops so
+that torch.compile launches them itself. Elsewhere, or with dropout on the attention weights, inputs the kernels do
+not take, or LINATTN_AGENT_FUSED=0, both softmax steps go through scaled_dot_product_attention
+(``ops.softmax_attention``) with an additive float bias that broadcasts over the batch. One exception there:
 SDPA's CUDA kernels parallelise over (batch, head, block of queries) only, and the aggregation step has just n
 agents (49) as queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536
 tokens) it runs on a handful of SMs. There the aggregation is computed as matmul, softmax, matmul (an (n, N) score
 matrix per head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens). Where torch.compile traces a step
 that trains the biases, both steps are matmul, softmax, matmul too (see _biases_trained_under_compile).
 """
+import importlib
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 from ..._switch import Switch
+from .._triton import INTERPRET, TRITON_FOUND, load_kernels
 from ..softmax_attention import softmax_attention
+
+# the Triton kernels (see the module note); LINATTN_AGENT_FUSED=0 or `with FUSED.set(False):` turns them off
+FUSED = Switch('LINATTN_AGENT_FUSED', default_on=True)
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # SDPA's memory-efficient kernel takes this many queries per program; below MIN_SDPA_PROGRAMS programs it leaves
 # the GPU idle
@@ -99,6 +110,123 @@ def _attend(query, key, value, bias, scale, dropout_p: float = 0.0):
     return torch.matmul(weights, value)
 
 
+# ------------------------------------------------------------------------------------------- Triton kernels
+
+def _kernel_module():
+    """The kernel module, imported where the ops' bodies run (outside dynamo's tracing)."""
+    return importlib.import_module(__package__ + '.kernels')
+
+
+def _bias_fits(bias, heads: int, rows: int, cols: int) -> bool:
+    """Whether a bias is one the kernels take: None, or (heads, rows, cols) values broadcast over the batch, laid
+    out contiguously (what AgentAttention builds)."""
+    if bias is None:
+        return True
+    return (tuple(bias.shape[-3:]) == (heads, rows, cols) and all(s == 1 for s in bias.shape[:-3])
+            and bias.is_contiguous())
+
+
+def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float) -> bool:
+    """Whether the Triton kernels take this call (see the module note)."""
+    if not FUSED.on or dropout_p > 0.0 or not (q.is_cuda or INTERPRET):
+        return False
+    if q.dim() != 4 or agent.dim() != 4 or k.shape != v.shape:
+        return False
+    B, H, N, d = q.shape
+    n, M = agent.shape[2], k.shape[2]
+    if (k.shape[:2] != (B, H) or agent.shape[:2] != (B, H) or k.shape[3] != d or agent.shape[3] != d
+            or n > 128 or d > 128 or 0 in (B, H, N, n, M, d)):
+        return False
+    if q.dtype not in _KERNEL_DTYPES or any(t.dtype != q.dtype for t in (k, v, agent)):
+        return False
+    if not (_bias_fits(agent_bias, H, n, M) and _bias_fits(query_bias, H, N, n)):
+        return False
+    if torch.compiler.is_compiling():
+        return q.is_cuda and TRITON_FOUND  # interpreted kernels cannot be traced
+    return load_kernels(__package__ + '.kernels') is not None
+
+
+def _unit_last_stride(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# The ops take the biases as the layers pass them (contiguous, (1, H, ...) or (H, ...)). Custom ops cannot return
+# None, so a gradient that is not needed comes back as an empty tensor.
+
+@torch.library.triton_op('linattn::agent_attention_fwd', mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agent: torch.Tensor, agent_bias: Optional[torch.Tensor],
+            query_bias: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
+    """-> (out (B, H, N, d) laid out (B, N, H, d), and the fp32 V_A and softmax statistics the backward takes)."""
+    return _kernel_module().forward(q, k, v, agent, agent_bias, query_bias, scale, traceable=True)
+
+
+@torch.library.triton_op('linattn::agent_attention_bwd', mutates_args=())
+def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agent: torch.Tensor,
+            agent_bias: Optional[torch.Tensor], query_bias: Optional[torch.Tensor], agent_v: torch.Tensor,
+            stats_agents: torch.Tensor, stats_tokens: torch.Tensor, scale: float, agent_bias_grad: bool,
+            query_bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                            torch.Tensor]:
+    """-> (dq, dk, dv, d agent, fp32 d agent_bias, fp32 d query_bias; an empty tensor for a bias gradient not
+    asked for)."""
+    grads = _kernel_module().backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, stats_tokens,
+                                      scale, (agent_bias_grad, query_bias_grad), traceable=True)
+    return tuple(q.new_empty(0) if g is None else g for g in grads)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, agent, agent_bias, query_bias, scale = inputs
+    ctx.save_for_backward(q, k, v, agent, agent_bias, query_bias, *output[1:])
+    ctx.scale = scale
+
+
+def _backward(ctx, dout, *_unused, backward=torch.ops.linattn.agent_attention_bwd):
+    q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, stats_tokens = ctx.saved_tensors
+    bias_grads = (agent_bias is not None and ctx.needs_input_grad[4],
+                  query_bias is not None and ctx.needs_input_grad[5])
+    dq, dk, dv, dagent, dagent_bias, dquery_bias = backward(
+        _unit_last_stride(dout), q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, stats_tokens, ctx.scale,
+        *bias_grads)
+    dagent_bias = dagent_bias.to(agent_bias.dtype).view(agent_bias.shape) if bias_grads[0] else None
+    dquery_bias = dquery_bias.to(query_bias.dtype).view(query_bias.shape) if bias_grads[1] else None
+    return dq, dk, dv, dagent, dagent_bias, dquery_bias, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _eager_backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, stats_tokens, scale,
+                    agent_bias_grad, query_bias_grad):
+    return _kernel_module().backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, stats_tokens,
+                                     scale, (agent_bias_grad, query_bias_grad))
+
+
+class _EagerAgentAttention(torch.autograd.Function):
+    """The registered ops' forward and backward for eager calls, without the dispatcher's host time per call
+    (torch.compile still sees the registered op)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, agent, agent_bias, query_bias, scale):
+        output = _kernel_module().forward(q, k, v, agent, agent_bias, query_bias, scale)
+        _setup_context(ctx, (q, k, v, agent, agent_bias, query_bias, scale), output)
+        return output[0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        return _backward(ctx, dout, backward=_eager_backward)
+
+
+def _fused(q, k, v, agent, agent_bias, query_bias, scale: float):
+    q, k, v, agent = (_unit_last_stride(t) for t in (q, k, v, agent))
+    args = (q, k, v, agent, agent_bias, query_bias, float(scale))
+    if torch.compiler.is_compiling():
+        return torch.ops.linattn.agent_attention_fwd(*args)[0]
+    return _EagerAgentAttention.apply(*args)
+
+
+# ------------------------------------------------------------------------------------------------ the core
+
 def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None, dropout_p: float = 0.0):
     """Args (head-split layout):
         q: (B, h, N, d), k, v: (B, h, Nk, d), agent: (B, h, n, d)
@@ -112,6 +240,8 @@ def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None
         agent_bias = agent_bias.to(q.dtype)
     if query_bias is not None:
         query_bias = query_bias.to(q.dtype)
+    if _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p):
+        return _fused(q, k, v, agent, agent_bias, query_bias, scale)
     if _biases_trained_under_compile(agent_bias, query_bias):
         agent_v = _attend(agent, k, v, agent_bias, scale, dropout_p)
         return _attend(q, agent, agent_v, query_bias, scale, dropout_p)

@@ -1,0 +1,357 @@
+"""Triton kernels of the agent attention core: both softmax steps, forward and backward, fused.
+
+Shapes (head-split, any batch / head / token strides, unit channel stride): q (B, H, N, d); k, v (B, H, M, d);
+agents (B, H, n, d) with n, d <= 128; biases broadcast over the batch, contiguous: B1 (H, n, M), B2 (H, N, n).
+
+    aggregation  V_A = softmax over M (A K^T s + B1) V    every agent attends to all M tokens
+    broadcast    O   = softmax over n (Q A^T s + B2) V_A  every token attends to the n agents
+
+Why not SDPA: its kernels run one program per (batch, head, block of queries), so the aggregation (n queries) has
+few programs, and its backward, like the broadcast's (n keys), keeps one program per batch x head that loops over
+every block of queries (Agent-Swin-T training on an H200: 7.39 of 34.46 ms of GPU time per step in SDPA's backward).
+Here every program owns a block of tokens: the aggregation's forward splits the M tokens across programs, each with
+a running max / sum / weighted sum per agent (combined afterwards, as flash decoding does); the broadcast holds all n
+scores of a token in one tile. The backward programs own a block of tokens of one head and loop over a chunk of the
+batch, so the bias gradients (summed over the batch) stay in registers; the agent and V_A gradients (summed over the
+tokens) are written per token block in fp32 and summed afterwards with torch (a fixed order: deterministic).
+Scores, softmax and every accumulation are fp32; products take the inputs' dtype (fp32 inputs: fp32 products).
+Set TRITON_INTERPRET=1 before importing this module to run them on CPU tensors (tests do this).
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .._triton import sm_count
+
+MAX_AGENTS = 128
+MAX_HEAD_DIM = 128
+
+
+def _pad(x: int) -> int:
+    return max(16, triton.next_power_of_2(x))  # tl.dot wants every dim >= 16
+
+
+def _block_tokens(n_pad: int) -> int:
+    """Tokens per tile: [BLOCK_T, n_pad] fp32 score tiles of 2048 to 4096 values (4 warps)."""
+    return max(32, min(128, 4096 // n_pad))
+
+
+def _chunks(programs_per_batch: int, B: int, device) -> tuple[int, int]:
+    """(batch chunks, batches per chunk) giving about two programs per SM."""
+    per_chunk = triton.cdiv(B, max(1, min(B, triton.cdiv(2 * sm_count(device), programs_per_batch))))
+    return triton.cdiv(B, per_chunk), per_chunk
+
+
+def _strides(t: torch.Tensor) -> tuple:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+# ----------------------------------------------------------------------------------------------- device helpers
+
+@triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    """a @ b with fp32 accumulation; operands in their own dtype (IEEE: fp32 operands, no tf32 rounding)."""
+    if IEEE:
+        return tl.dot(a, b, input_precision='ieee')
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def _load_rows(ptr, row_stride, rows, n_rows, d, D_PAD: tl.constexpr):
+    """[len(rows), D_PAD] tile of rows `rows` (zero beyond n_rows and d)."""
+    cols = tl.arange(0, D_PAD)[None, :]
+    return tl.load(ptr + rows[:, None] * row_stride + cols, mask=(rows[:, None] < n_rows) & (cols < d), other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, row_stride, rows, n_rows, d, x, D_PAD: tl.constexpr):
+    cols = tl.arange(0, D_PAD)[None, :]
+    tl.store(ptr + rows[:, None] * row_stride + cols, x.to(ptr.dtype.element_ty),
+             mask=(rows[:, None] < n_rows) & (cols < d))
+
+
+@triton.jit
+def _store_tile(ptr, x, R: tl.constexpr, C: tl.constexpr):
+    """A full [R, C] fp32 tile at ptr (a padded partial-sum buffer)."""
+    tl.store(ptr + tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :], x)
+
+
+# ------------------------------------------------------------------------------------------------------ kernels
+
+@triton.jit(do_not_specialize=['M', 'blocks_per_split'])
+def _aggregate_fwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb, svh, svm, bias_ptr,
+                          part_ptr, H, n, M, d, scale, blocks_per_split,
+                          HAS_BIAS: tl.constexpr, N_PAD: tl.constexpr, D_PAD: tl.constexpr,
+                          BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
+    """One split of the M tokens for one (batch, head): running max, sum and sum of weighted values per agent,
+    stored as a partial row [max (N_PAD), sum (N_PAD), acc (N_PAD * D_PAD)]. Every split's first block holds tokens
+    (the launcher sizes the splits so), so the running max is finite after it."""
+    split = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    hh = bh % H
+    agents = tl.arange(0, N_PAD)
+    a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
+    k_base = k_ptr + tl.cast(b, tl.int64) * skb + hh * skh
+    v_base = v_ptr + tl.cast(b, tl.int64) * svb + hh * svh
+    m_run = tl.full((N_PAD,), float('-inf'), tl.float32)
+    l_run = tl.zeros((N_PAD,), tl.float32)
+    acc = tl.zeros((N_PAD, D_PAD), tl.float32)
+    first = split * blocks_per_split * BLOCK_T
+    for i in range(0, blocks_per_split):
+        tok = first + i * BLOCK_T + tl.arange(0, BLOCK_T)
+        kt = _load_rows(k_base, skm, tok, M, d, D_PAD)
+        s = _dot(a, tl.trans(kt), IEEE) * scale
+        if HAS_BIAS:
+            s += tl.load(bias_ptr + hh * n * M + agents[:, None] * M + tok[None, :],
+                         mask=(agents[:, None] < n) & (tok[None, :] < M), other=0.0).to(tl.float32)
+        s = tl.where(tok[None, :] < M, s, float('-inf'))
+        m_new = tl.maximum(m_run, tl.max(s, 1))
+        alpha = tl.exp(m_run - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_run = l_run * alpha + tl.sum(p, 1)
+        vt = _load_rows(v_base, svm, tok, M, d, D_PAD)
+        acc = acc * alpha[:, None] + _dot(p.to(vt.dtype), vt, IEEE)
+        m_run = m_new
+    row = part_ptr + (split.to(tl.int64) * tl.num_programs(1) + bh) * (N_PAD * (D_PAD + 2))
+    tl.store(row + agents, m_run)
+    tl.store(row + N_PAD + agents, l_run)
+    _store_tile(row + 2 * N_PAD, acc, N_PAD, D_PAD)
+
+
+@triton.jit
+def _aggregate_combine_kernel(part_ptr, va_ptr, stats_ptr, splits, BH,
+                              N_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """V_A (B*H, N_PAD, D_PAD) fp32 and the softmax statistics per agent (2, B*H, N_PAD): max score and sum of
+    exponentials, from the splits' partials."""
+    bh = tl.program_id(0)
+    agents = tl.arange(0, N_PAD)
+    tile = agents[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :]
+    m_run = tl.full((N_PAD,), float('-inf'), tl.float32)
+    l_run = tl.zeros((N_PAD,), tl.float32)
+    acc = tl.zeros((N_PAD, D_PAD), tl.float32)
+    for split in range(0, splits):
+        row = part_ptr + (split * BH + bh).to(tl.int64) * (N_PAD * (D_PAD + 2))
+        m = tl.load(row + agents)
+        m_new = tl.maximum(m_run, m)
+        alpha = tl.exp(m_run - m_new)
+        beta = tl.exp(m - m_new)
+        l_run = l_run * alpha + tl.load(row + N_PAD + agents) * beta
+        acc = acc * alpha[:, None] + tl.load(row + 2 * N_PAD + tile) * beta[:, None]
+        m_run = m_new
+    tl.store(va_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + tile, acc / l_run[:, None])
+    tl.store(stats_ptr + tl.cast(bh, tl.int64) * N_PAD + agents, m_run)
+    tl.store(stats_ptr + (BH + tl.cast(bh, tl.int64)) * N_PAD + agents, l_run)
+
+
+@triton.jit(do_not_specialize=['N'])
+def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, o_ptr, sob, soh, son,
+                          stats_ptr, H, n, N, d, scale,
+                          HAS_BIAS: tl.constexpr, N_PAD: tl.constexpr, D_PAD: tl.constexpr,
+                          BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
+    """O and the softmax statistics per token (2, B*H, N): max score and sum of exponentials (kept apart, not as
+    one log-sum-exp: with scores in the thousands, s - lse in fp32 loses the digits that s - max keeps), for one
+    block of tokens of one (batch, head)."""
+    bh = tl.program_id(1)
+    b = bh // H
+    hh = bh % H
+    tok = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    agents = tl.arange(0, N_PAD)
+    qt = _load_rows(q_ptr + tl.cast(b, tl.int64) * sqb + hh * sqh, sqn, tok, N, d, D_PAD)
+    a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
+    va = tl.load(va_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + agents[:, None] * D_PAD
+                 + tl.arange(0, D_PAD)[None, :]).to(qt.dtype)
+    s = _dot(qt, tl.trans(a), IEEE) * scale
+    if HAS_BIAS:
+        s += tl.load(bias_ptr + hh * N * n + tok[:, None] * n + agents[None, :],
+                     mask=(tok[:, None] < N) & (agents[None, :] < n), other=0.0).to(tl.float32)
+    s = tl.where(agents[None, :] < n, s, float('-inf'))
+    m = tl.max(s, 1)
+    p = tl.exp(s - m[:, None])
+    l = tl.sum(p, 1)
+    o = _dot(p.to(va.dtype), va, IEEE) / l[:, None]
+    _store_rows(o_ptr + tl.cast(b, tl.int64) * sob + hh * soh, son, tok, N, d, o, D_PAD)
+    tl.store(stats_ptr + tl.cast(bh, tl.int64) * N + tok, m, mask=tok < N)
+    tl.store(stats_ptr + (tl.num_programs(1) + tl.cast(bh, tl.int64)) * N + tok, l, mask=tok < N)
+
+
+@triton.jit(do_not_specialize=['N', 'B', 'per_chunk'])
+def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, do_ptr, sdb, sdh, sdn,
+                          stats_ptr, dq_ptr, sgb, sgh, sgn, part_ptr, dbias_ptr, B, H, n, N, d, scale, per_chunk,
+                          HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, N_PAD: tl.constexpr,
+                          D_PAD: tl.constexpr, BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
+    """For one block of tokens of one head, over a chunk of the batch: dQ, this block's share of dA and dV_A
+    (partial rows [dA, dV_A] of 2 * N_PAD * D_PAD fp32 per block, batch and head) and, summed over the chunk, dB2."""
+    tb = tl.program_id(0)
+    hh = tl.program_id(1)
+    chunk = tl.program_id(2)
+    tok = tb * BLOCK_T + tl.arange(0, BLOCK_T)
+    agents = tl.arange(0, N_PAD)
+    valid = (tok[:, None] < N) & (agents[None, :] < n)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + hh * N * n + tok[:, None] * n + agents[None, :], mask=valid,
+                       other=0.0).to(tl.float32)
+    dbias = tl.zeros((BLOCK_T, N_PAD), tl.float32)
+    for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
+        bh = b * H + hh
+        qt = _load_rows(q_ptr + tl.cast(b, tl.int64) * sqb + hh * sqh, sqn, tok, N, d, D_PAD)
+        do_t = _load_rows(do_ptr + tl.cast(b, tl.int64) * sdb + hh * sdh, sdn, tok, N, d, D_PAD).to(qt.dtype)
+        a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
+        va = tl.load(va_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + agents[:, None] * D_PAD
+                     + tl.arange(0, D_PAD)[None, :]).to(qt.dtype)
+        s = _dot(qt, tl.trans(a), IEEE) * scale
+        if HAS_BIAS:
+            s += bias
+        m = tl.load(stats_ptr + tl.cast(bh, tl.int64) * N + tok, mask=tok < N, other=0.0)
+        l = tl.load(stats_ptr + (B * H + tl.cast(bh, tl.int64)) * N + tok, mask=tok < N, other=1.0)
+        p = tl.where(valid, tl.exp(s - m[:, None]) / l[:, None], 0.0)
+        dp = _dot(do_t, tl.trans(va), IEEE)
+        ds = p * (dp - tl.sum(p * dp, 1)[:, None])
+        _store_rows(dq_ptr + tl.cast(b, tl.int64) * sgb + hh * sgh, sgn, tok, N, d,
+                    _dot(ds.to(qt.dtype), a, IEEE) * scale, D_PAD)
+        row = part_ptr + ((tb.to(tl.int64) * B + b) * H + hh) * (2 * N_PAD * D_PAD)
+        _store_tile(row, _dot(tl.trans(ds).to(qt.dtype), qt, IEEE) * scale, N_PAD, D_PAD)
+        _store_tile(row + N_PAD * D_PAD, _dot(tl.trans(p).to(qt.dtype), do_t, IEEE), N_PAD, D_PAD)
+        if BIAS_GRAD:
+            dbias += ds
+    if BIAS_GRAD:
+        tl.store(dbias_ptr + ((chunk * H + hh).to(tl.int64) * N + tok[:, None]) * N_PAD + agents[None, :], dbias,
+                 mask=tok[:, None] < N)
+
+
+@triton.jit(do_not_specialize=['M', 'B', 'per_chunk'])
+def _aggregate_bwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb, svh, svm, va_ptr, dva_ptr,
+                          stats_ptr, bias_ptr, dk_ptr, sgkb, sgkh, sgkm, dv_ptr, sgvb, sgvh, sgvm, part_ptr,
+                          dbias_ptr, B, H, n, M, d, scale, per_chunk,
+                          HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, N_PAD: tl.constexpr,
+                          D_PAD: tl.constexpr, BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
+    """For one block of tokens of one head, over a chunk of the batch: dK, dV, this block's share of dA (partial
+    [N_PAD, D_PAD] fp32 per block, batch and head) and, summed over the chunk, dB1."""
+    tb = tl.program_id(0)
+    hh = tl.program_id(1)
+    chunk = tl.program_id(2)
+    tok = tb * BLOCK_T + tl.arange(0, BLOCK_T)
+    agents = tl.arange(0, N_PAD)
+    tile = agents[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :]
+    valid = (agents[:, None] < n) & (tok[None, :] < M)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + hh * n * M + agents[:, None] * M + tok[None, :], mask=valid,
+                       other=0.0).to(tl.float32)
+    dbias = tl.zeros((N_PAD, BLOCK_T), tl.float32)
+    for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
+        bh = b * H + hh
+        kt = _load_rows(k_ptr + tl.cast(b, tl.int64) * skb + hh * skh, skm, tok, M, d, D_PAD)
+        vt = _load_rows(v_ptr + tl.cast(b, tl.int64) * svb + hh * svh, svm, tok, M, d, D_PAD)
+        a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
+        dva = tl.load(dva_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + tile)
+        # sum_t P dP = dV_A . V_A per agent (V_A is the exact output, kept in fp32)
+        delta = tl.sum(dva * tl.load(va_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + tile), 1)
+        dva = dva.to(kt.dtype)
+        s = _dot(a, tl.trans(kt), IEEE) * scale
+        if HAS_BIAS:
+            s += bias
+        m = tl.load(stats_ptr + tl.cast(bh, tl.int64) * N_PAD + agents)
+        l = tl.load(stats_ptr + (B * H + tl.cast(bh, tl.int64)) * N_PAD + agents)
+        p = tl.where(valid, tl.exp(s - m[:, None]) / l[:, None], 0.0)
+        ds = p * (_dot(dva, tl.trans(vt), IEEE) - delta[:, None])
+        _store_rows(dk_ptr + tl.cast(b, tl.int64) * sgkb + hh * sgkh, sgkm, tok, M, d,
+                    _dot(tl.trans(ds).to(kt.dtype), a, IEEE) * scale, D_PAD)
+        _store_rows(dv_ptr + tl.cast(b, tl.int64) * sgvb + hh * sgvh, sgvm, tok, M, d,
+                    _dot(tl.trans(p).to(kt.dtype), dva, IEEE), D_PAD)
+        row = part_ptr + ((tb.to(tl.int64) * B + b) * H + hh) * (N_PAD * D_PAD)
+        _store_tile(row, _dot(ds.to(kt.dtype), kt, IEEE) * scale, N_PAD, D_PAD)
+        if BIAS_GRAD:
+            dbias += ds
+    if BIAS_GRAD:
+        tl.store(dbias_ptr + ((chunk * H + hh).to(tl.int64) * N_PAD + agents[:, None]) * M + tok[None, :], dbias,
+                 mask=tok[None, :] < M)
+
+
+# ---------------------------------------------------------------------------------------------------- launchers
+
+def _launcher(kernel, traceable: bool):
+    """traceable: launch through torch.library.wrap_triton (the registered ops' bodies, which torch.compile traces
+    into and inductor then launches itself)."""
+    return torch.library.wrap_triton(kernel) if traceable else kernel
+
+
+def _head_major(B, H, T, d, dtype, device) -> torch.Tensor:
+    """An empty (B, H, T, d) tensor laid out (B, T, H, d): what the layers reshape to (B, T, H * d) for free."""
+    return torch.empty(B, T, H, d, dtype=dtype, device=device).transpose(1, 2)
+
+
+def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: bool = False):
+    """-> (O (B, H, N, d) in q's dtype, laid out (B, N, H, d); V_A (B, H, N_PAD, D_PAD) fp32; the softmax
+    statistics (max score, sum of exponentials) of the aggregation (2, B, H, N_PAD) and the broadcast (2, B, H, N),
+    fp32), saved for the backward. Biases: contiguous
+    (H, n, M) / (H, N, n) or None."""
+    B, H, N, d = q.shape
+    n, M = agent.shape[2], k.shape[2]
+    n_pad, d_pad = _pad(n), _pad(d)
+    block_t = _block_tokens(n_pad)
+    ieee = q.dtype == torch.float32
+    # aggregation: about two programs per SM, every split starting inside the tokens
+    blocks = triton.cdiv(M, block_t)
+    per_split = triton.cdiv(blocks, max(1, min(blocks, triton.cdiv(2 * sm_count(q.device), B * H))))
+    splits = triton.cdiv(blocks, per_split)
+    part = torch.empty(splits, B * H, n_pad * (d_pad + 2), dtype=torch.float32, device=q.device)
+    _launcher(_aggregate_fwd_kernel, traceable)[(splits, B * H)](
+        agent, *_strides(agent), k, *_strides(k), v, *_strides(v), q if agent_bias is None else agent_bias, part,
+        H, n, M, d, scale, per_split, HAS_BIAS=agent_bias is not None, N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t,
+        IEEE=ieee, num_warps=4)
+    agent_v = torch.empty(B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
+    stats_agents = torch.empty(2, B, H, n_pad, dtype=torch.float32, device=q.device)
+    _launcher(_aggregate_combine_kernel, traceable)[(B * H,)](part, agent_v, stats_agents, splits, B * H,
+                                                              N_PAD=n_pad, D_PAD=d_pad, num_warps=4)
+    out = _head_major(B, H, N, d, q.dtype, q.device)
+    stats_tokens = torch.empty(2, B, H, N, dtype=torch.float32, device=q.device)
+    _launcher(_broadcast_fwd_kernel, traceable)[(triton.cdiv(N, block_t), B * H)](
+        q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, out,
+        *_strides(out), stats_tokens, H, n, N, d, scale, HAS_BIAS=query_bias is not None, N_PAD=n_pad, D_PAD=d_pad,
+        BLOCK_T=block_t, IEEE=ieee, num_warps=4)
+    return out, agent_v, stats_agents, stats_tokens
+
+
+def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, stats_tokens, scale: float,
+             bias_grads: tuple[bool, bool] = (True, True), traceable: bool = False):
+    """-> dq, dk, dv, d agent (dtypes of the inputs; dq, dk, dv laid out (B, T, H, d)), and fp32 d agent_bias
+    (H, n, M) and d query_bias (H, N, n), each None where its bias is None or bias_grads says it is not needed."""
+    B, H, N, d = q.shape
+    n, M = agent.shape[2], k.shape[2]
+    n_pad, d_pad = _pad(n), _pad(d)
+    block_t = _block_tokens(n_pad)
+    ieee = q.dtype == torch.float32
+    common = dict(N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t, IEEE=ieee, num_warps=4)
+
+    blocks = triton.cdiv(N, block_t)
+    chunks, per_chunk = _chunks(blocks * H, B, q.device)
+    grad_query_bias = query_bias is not None and bias_grads[1]
+    dq = _head_major(B, H, N, d, q.dtype, q.device)
+    part = torch.empty(blocks, B, H, 2, n_pad, d_pad, dtype=torch.float32, device=q.device)
+    dquery_bias = (torch.empty(chunks, H, N, n_pad, dtype=torch.float32, device=q.device) if grad_query_bias
+                   else None)
+    _launcher(_broadcast_bwd_kernel, traceable)[(blocks, H, chunks)](
+        q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, dout,
+        *_strides(dout), stats_tokens, dq, *_strides(dq), part, part if dquery_bias is None else dquery_bias,
+        B, H, n, N, d, scale, per_chunk, HAS_BIAS=query_bias is not None, BIAS_GRAD=grad_query_bias, **common)
+    part = part.sum(0)
+    dagent, dagent_v = part[:, :, 0], part[:, :, 1].contiguous()
+
+    blocks = triton.cdiv(M, block_t)
+    chunks, per_chunk = _chunks(blocks * H, B, q.device)
+    grad_agent_bias = agent_bias is not None and bias_grads[0]
+    dk = _head_major(B, H, M, d, k.dtype, k.device)
+    dv = _head_major(B, H, M, d, v.dtype, v.device)
+    part = torch.empty(blocks, B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
+    dagent_bias = (torch.empty(chunks, H, n_pad, M, dtype=torch.float32, device=q.device) if grad_agent_bias
+                   else None)
+    _launcher(_aggregate_bwd_kernel, traceable)[(blocks, H, chunks)](
+        agent, *_strides(agent), k, *_strides(k), v, *_strides(v), agent_v, dagent_v, stats_agents,
+        q if agent_bias is None else agent_bias, dk, *_strides(dk), dv, *_strides(dv), part,
+        part if dagent_bias is None else dagent_bias, B, H, n, M, d, scale, per_chunk,
+        HAS_BIAS=agent_bias is not None, BIAS_GRAD=grad_agent_bias, **common)
+    dagent = (dagent + part.sum(0))[:, :, :n, :d].to(agent.dtype)
+    return (dq, dk, dv, dagent,
+            None if dagent_bias is None else dagent_bias.sum(0)[:, :n],
+            None if dquery_bias is None else dquery_bias.sum(0)[..., :n])

@@ -1,0 +1,182 @@
+"""The agent attention core's Triton kernels (ops/agent/kernels.py): forward and every gradient against a float64
+evaluation, on CPU through Triton's interpreter (fp32 and fp16: the interpreter mishandles bf16) and on the GPU for
+real; which calls take them."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from linattn_vision.ops.agent import op as agent_op
+from interpreter import run_in_interpreter  # tests/interpreter.py
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+# (name, B, heads, N, M, agents, head_dim, biases, magnitude)
+CASES = [
+    ('swin_stage1_like', 2, 3, 70, 70, 9, 32, True, 1.0),
+    # more token blocks than one program takes: the aggregation's splits and their combination
+    ('aggregation_splits', 1, 2, 300, 300, 16, 16, True, 1.0),
+    # keys from a reduced grid (Agent-PVT), a head dim and an agent count that are no powers of two
+    ('reduced_keys_padded', 2, 1, 50, 13, 20, 24, True, 1.0),
+    ('no_biases_49_agents', 2, 2, 40, 40, 49, 16, False, 1.0),
+    ('128_agents', 1, 1, 33, 33, 128, 16, True, 1.0),
+    # batch chunks of several batches in the backward programs (bias gradients summed over them)
+    ('batch_chunks', 10, 1, 20, 20, 9, 16, True, 1.0),
+    # saturated softmax in both steps (scores in the thousands)
+    ('large_scores', 2, 2, 45, 45, 9, 32, True, 30.0),
+]
+TOL = {'float32': 1e-5, 'float16': 5e-3, 'bfloat16': 3e-2}
+
+
+def _inputs(B, H, N, M, n, d, biases, magnitude, seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+    # q as the layers pass it: heads split from (B, N, C), a strided view
+    q = rand(B, N, H, d).transpose(1, 2) * magnitude
+    k, v = rand(B, H, M, d) * magnitude, rand(B, H, M, d)
+    agent = rand(B, H, n, d) * magnitude
+    agent_bias, query_bias = (rand(1, H, n, M), rand(1, H, N, n)) if biases else (None, None)
+    return q, k, v, agent, agent_bias, query_bias, rand(B, H, N, d)
+
+
+def _errors(device, dtype):
+    """Per case: max relative error (to the float64 result's largest magnitude, at least 1) of the output and each
+    gradient, the same for torch's route (SDPA / matmuls) in the same dtype, whether everything is finite, and
+    whether the kernels took the call."""
+    results = {}
+    for i, (name, B, H, N, M, n, d, biases, magnitude) in enumerate(CASES):
+        *inputs, grad = _inputs(B, H, N, M, n, d, biases, magnitude, seed=i)
+        ref_leaves = [t.clone().requires_grad_() if t is not None else None for t in inputs]
+        ref = agent_op.agent_attention_reference(*ref_leaves, scale=d ** -0.5)
+        present = [t for t in ref_leaves if t is not None]
+        ref_grads = torch.autograd.grad(ref, present, grad)
+        leaves = [t.to(device, dtype).requires_grad_() if t is not None else None for t in inputs]
+        fused = agent_op._runs_fused(*leaves, dropout_p=0.0)
+        result = dict(fused=fused)
+        for route, on in (('errors', True), ('torch_errors', False)):
+            with agent_op.FUSED.set(on):
+                out = agent_op.agent_attention(*leaves, scale=d ** -0.5)
+                grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad.to(device, dtype))
+            result[route] = [(a.double().cpu() - r).abs().max().item() / max(1.0, r.abs().max().item())
+                             for a, r in zip([out, *grads], [ref, *ref_grads])]
+            if on:
+                result.update(finite=all(bool(t.isfinite().all()) for t in (out, *grads)),
+                              shapes_ok=all(a.shape == r.shape for a, r in zip(grads, ref_grads)))
+        results[name] = result
+    # twice the same call: bitwise the same output and gradients (partials summed in a fixed order)
+    *inputs, grad = _inputs(*CASES[1][1:], seed=0)
+    runs = []
+    for _ in range(2):
+        leaves = [t.to(device, dtype).requires_grad_() for t in inputs]
+        out = agent_op.agent_attention(*leaves)
+        runs.append([out, *torch.autograd.grad(out, leaves, grad.to(device, dtype))])
+    results['deterministic'] = all(torch.equal(a, b) for a, b in zip(*runs))
+    return results
+
+
+def _check(results, dtype):
+    assert results.pop('deterministic')
+    for name, r in results.items():
+        assert r['fused'] and r['finite'] and r['shapes_ok'], (name, r)
+        # within the dtype's tolerance, or (ill-conditioned cases: scores in the thousands lose digits in any fp32
+        # evaluation) within four times torch's own error
+        for err, torch_err in zip(r['errors'], r['torch_errors']):
+            assert err < max(TOL[dtype], 4 * torch_err), (name, dtype, r)
+
+
+CHILD = r'''
+import json, sys, torch
+sys.path.insert(0, {here!r})
+from test_agent_kernels import _errors
+print('RESULTS' + json.dumps({{'float32': _errors('cpu', torch.float32), 'float16': _errors('cpu', torch.float16)}}))
+'''
+
+
+def test_kernels_in_interpreter_match_float64():
+    results = run_in_interpreter(CHILD.format(here=str(Path(__file__).parent)), timeout=600)
+    for dtype in ('float32', 'float16'):
+        _check(results[dtype], dtype)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16', 'float32'])
+def test_kernels_on_gpu_match_float64(dtype):
+    _check(_errors('cuda', getattr(torch, dtype)), dtype)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_kernels_on_gpu_at_agent_swin_t_training_shapes():
+    """Agent-Swin-T's three agent stages at batch 64 (bf16), against the SDPA route on the same inputs."""
+    for H, N, n in [(3, 3136, 9), (6, 784, 16), (12, 196, 49)]:
+        gen = torch.Generator(device='cuda').manual_seed(N)
+        q, k, v = (torch.randn(64, H, N, 32, device='cuda', generator=gen, dtype=torch.bfloat16) for _ in range(3))
+        agent = torch.randn(64, H, n, 32, device='cuda', generator=gen, dtype=torch.bfloat16)
+        biases = (torch.randn(1, H, n, N, device='cuda', generator=gen, dtype=torch.bfloat16),
+                  torch.randn(1, H, N, n, device='cuda', generator=gen, dtype=torch.bfloat16))
+        leaves = [t.requires_grad_() for t in (q, k, v, agent, *biases)]
+        grad = torch.randn(64, H, N, 32, device='cuda', generator=gen, dtype=torch.bfloat16)
+        results = []
+        for fused in (True, False):
+            with agent_op.FUSED.set(fused):
+                out = agent_op.agent_attention(*leaves)
+                results.append([out, *torch.autograd.grad(out, leaves, grad)])
+        for a, b in zip(*results):
+            assert a.isfinite().all()
+            scale = b.float().abs().max().clamp_min(1.0)
+            assert (a.float() - b.float()).abs().max() / scale < 3e-2
+
+
+def _dispatch(device):
+    """Which calls the kernels take (on CPU tensors: only under the interpreter)."""
+    q, k, v, agent, agent_bias, query_bias, _ = (t.to(device, torch.float32)
+                                                 for t in _inputs(2, 3, 20, 20, 9, 16, True, 1.0, seed=0))
+
+    def fused(*args, dropout_p=0.0):
+        return agent_op._runs_fused(*args, dropout_p=dropout_p)
+    with agent_op.FUSED.set(False):
+        switched_off = fused(q, k, v, agent, agent_bias, query_bias)
+    return {
+        'plain': fused(q, k, v, agent, agent_bias, query_bias),
+        'no_biases': fused(q, k, v, agent, None, None),
+        'dropout': fused(q, k, v, agent, agent_bias, query_bias, dropout_p=0.1),
+        'bias_per_batch': fused(q, k, v, agent, agent_bias.expand(2, -1, -1, -1), query_bias),
+        'bias_shared_by_heads': fused(q, k, v, agent, agent_bias[:, :1], query_bias),
+        'bias_strided': fused(q, k, v, agent, agent_bias.transpose(-2, -1).contiguous().transpose(-2, -1),
+                              query_bias),
+        'mixed_dtypes': fused(q, k, v, agent.half(), agent_bias, query_bias),
+        'float64': fused(*(t.double() for t in (q, k, v, agent, agent_bias, query_bias))),
+        '129_agents': fused(q, k, v, torch.zeros(2, 3, 129, 16, device=device), None, None),
+        'switched_off': switched_off,
+    }
+
+
+EXPECTED_DISPATCH = {'plain': True, 'no_biases': True, 'dropout': False, 'bias_per_batch': False,
+                     'bias_shared_by_heads': False, 'bias_strided': False, 'mixed_dtypes': False, 'float64': False,
+                     '129_agents': False, 'switched_off': False}
+
+
+def test_dispatch_in_interpreter():
+    code = CHILD_DISPATCH.format(here=str(Path(__file__).parent))
+    assert run_in_interpreter(code, timeout=300) == EXPECTED_DISPATCH
+
+
+CHILD_DISPATCH = r'''
+import json, sys, torch
+sys.path.insert(0, {here!r})
+from test_agent_kernels import _dispatch
+print('RESULTS' + json.dumps(_dispatch('cpu')))
+'''
+
+
+def test_cpu_tensors_outside_the_interpreter_take_sdpa():
+    assert _dispatch('cpu') == dict.fromkeys(EXPECTED_DISPATCH, False)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_dispatch_on_gpu():
+    assert _dispatch('cuda') == EXPECTED_DISPATCH
