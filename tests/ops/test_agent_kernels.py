@@ -180,3 +180,42 @@ def test_cpu_tensors_outside_the_interpreter_take_sdpa():
 @requires_cuda
 def test_dispatch_on_gpu():
     assert _dispatch('cuda') == EXPECTED_DISPATCH
+
+
+def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(monkeypatch):
+    """What torch.compile sees of the registered agent ops on CUDA tensors, checked without a GPU (as
+    test_focused_linear_trace.py does): each op decomposes into its kernel launches, whose mutation analysis (TTIR
+    built for sm_90) finds exactly the buffers each kernel writes, and q, k, v are read where they lie."""
+    triton = pytest.importorskip('triton')
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.functional_tensor import dispatch_functionalize
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from test_focused_linear_trace import _Sm90Driver
+    from linattn_vision.ops.agent import kernels
+    monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
+    monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
+
+    def step(qkv, agent, agent_bias, query_bias):
+        q, k, v = qkv.unbind(2)
+        q, k, v = (t.reshape(B, N, H, d).transpose(1, 2) for t in (q, k, v))
+        out, *saved = torch.ops.linattn.agent_attention_fwd(q, k, v, agent, agent_bias, query_bias, 0.25)
+        grads = torch.ops.linattn.agent_attention_bwd(out, q, k, v, agent, agent_bias, query_bias, *saved, 0.25,
+                                                      True, True)
+        return out, grads
+
+    B, N, H, d, n = 4, 200, 3, 32, 9
+    with FakeTensorMode():
+        qkv = torch.empty(B, N, 3, H * d, device='cuda', dtype=torch.bfloat16)
+        agent = torch.empty(B, H, n, d, device='cuda', dtype=torch.bfloat16)
+        agent_bias = torch.empty(1, H, n, N, device='cuda', dtype=torch.bfloat16)
+        query_bias = torch.empty(1, H, N, n, device='cuda', dtype=torch.bfloat16)
+    graph = make_fx(dispatch_functionalize(step), tracing_mode='fake')(qkv, agent, agent_bias, query_bias).graph
+    launches = [n for n in graph.nodes if n.target is torch.ops.higher_order.triton_kernel_wrapper_functional]
+    written = [sorted(n.kwargs['tensors_to_clone']) for n in launches]
+    assert written == [['part_ptr'], ['stats_ptr', 'va_ptr'], ['o_ptr', 'stats_ptr'],
+                       ['dbias_ptr', 'dq_ptr', 'part_ptr'], ['dbias_ptr', 'dk_ptr', 'dv_ptr', 'part_ptr']]
+    token_strides = [n.kwargs['kwargs'][name] for n in launches for name in ('sqn', 'skm', 'svm')
+                     if name in n.kwargs['kwargs']]
+    assert token_strides and set(token_strides) == {3 * H * d}
+    assert not any('linattn' in str(n.target) for n in graph.nodes)
