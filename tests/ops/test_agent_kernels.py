@@ -219,3 +219,51 @@ def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(monkeypatch):
                      if name in n.kwargs['kwargs']]
     assert token_strides and set(token_strides) == {3 * H * d}
     assert not any('linattn' in str(n.target) for n in graph.nodes)
+
+
+def test_ops_trace_with_symbolic_batch_and_tokens(monkeypatch):
+    """torch.compile marks the batch (and with mmdet's padded sizes, the tokens) dynamic once a second size comes:
+    the launch grids must then be expressions of the symbolic sizes, and no guard may pin them (else every new size
+    recompiles; min / max of the sizes guarded before _split used sym_min / sym_max)."""
+    triton = pytest.importorskip('triton')
+    from torch._dynamo.source import LocalSource
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.functional_tensor import dispatch_functionalize
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    from test_focused_linear_trace import _Sm90Driver
+    from linattn_vision.ops.agent import kernels
+    monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
+    monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
+    H, d, n = 3, 32, 9
+
+    def step(qkv, agent, agent_bias, query_bias):
+        B, N = qkv.shape[:2]
+        q, k, v = (t.reshape(B, N, H, d).transpose(1, 2) for t in qkv.unbind(2))
+        out, *saved = torch.ops.linattn.agent_attention_fwd(q, k, v, agent, agent_bias, query_bias, 0.25)
+        return out, torch.ops.linattn.agent_attention_bwd(out, q, k, v, agent, agent_bias, query_bias, *saved, 0.25,
+                                                          True, True)
+
+    shape_env = ShapeEnv()
+    dynamic = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.DYNAMIC] * 2 + [DimDynamic.STATIC] * 2)
+    example = torch.empty(5, 200, 3, H * d, dtype=torch.bfloat16)
+    with FakeTensorMode(shape_env=shape_env) as mode:
+        qkv = mode.from_tensor(example, source=LocalSource('qkv'), symbolic_context=dynamic).cuda()
+        B, N = qkv.shape[:2]
+        agent = torch.empty(B, H, n, d, device='cuda', dtype=torch.bfloat16)
+        agent_bias = torch.empty(1, H, n, N, device='cuda', dtype=torch.bfloat16)
+        query_bias = torch.empty(1, H, N, n, device='cuda', dtype=torch.bfloat16)
+    assert isinstance(B, torch.SymInt) and isinstance(N, torch.SymInt)
+    graph = make_fx(dispatch_functionalize(step), tracing_mode='fake')(qkv, agent, agent_bias, query_bias).graph
+    launches = [n for n in graph.nodes if n.target is torch.ops.higher_order.triton_kernel_wrapper_functional]
+    assert len(launches) == 5
+    for launch in launches:
+        (x, y, z), = launch.kwargs['grid']
+        assert any(isinstance(g, torch.fx.Node) for g in (x, y, z)), launch.kwargs['grid']
+    symbols = (B.node.expr, N.node.expr)
+    # What guards there are come from contiguity checks of the partial buffers (a count of splits, chunks or token
+    # blocks equal to 1 or not): a graph recompiles once where such a count drops to 1 (one token block; a batch
+    # so large that the aggregation needs no split), not per size. Training batches and detection sizes:
+    for b, t in [(2, 3136), (64, 3136), (16, 3136), (7, 1000), (64, 196), (3, 4096), (2, 1000), (64, 784)]:
+        assert all(g.expr.xreplace(dict(zip(symbols, (b, t)))) for g in shape_env.guards), (b, t)

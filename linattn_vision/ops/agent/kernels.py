@@ -36,10 +36,13 @@ def _block_tokens(n_pad: int) -> int:
     return max(32, min(128, 4096 // n_pad))
 
 
-def _chunks(programs_per_batch: int, B: int, device) -> tuple[int, int]:
-    """(batch chunks, batches per chunk) giving about two programs per SM."""
-    per_chunk = triton.cdiv(B, max(1, min(B, triton.cdiv(2 * sm_count(device), programs_per_batch))))
-    return triton.cdiv(B, per_chunk), per_chunk
+def _split(units, programs_per_unit, device):
+    """(parts, units per part) that cut `units` (token blocks, batches) into about two programs per SM in all, each
+    part whole units. Plain or symbolic integers (torch.compile with dynamic shapes: sym_min / sym_max do not guard,
+    so the grid stays an expression of the sizes)."""
+    parts = torch.sym_max(1, torch.sym_min(units, triton.cdiv(2 * sm_count(device), programs_per_unit)))
+    per_part = triton.cdiv(units, parts)
+    return triton.cdiv(units, per_part), per_part
 
 
 def _strides(t: torch.Tensor) -> tuple:
@@ -291,10 +294,8 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     n_pad, d_pad = _pad(n), _pad(d)
     block_t = _block_tokens(n_pad)
     ieee = q.dtype == torch.float32
-    # aggregation: about two programs per SM, every split starting inside the tokens
-    blocks = triton.cdiv(M, block_t)
-    per_split = triton.cdiv(blocks, max(1, min(blocks, triton.cdiv(2 * sm_count(q.device), B * H))))
-    splits = triton.cdiv(blocks, per_split)
+    # aggregation: token blocks split across programs, every split starting inside the tokens
+    splits, per_split = _split(triton.cdiv(M, block_t), B * H, q.device)
     part = torch.empty(splits, B * H, n_pad * (d_pad + 2), dtype=torch.float32, device=q.device)
     _launcher(_aggregate_fwd_kernel, traceable)[(splits, B * H)](
         agent, *_strides(agent), k, *_strides(k), v, *_strides(v), q if agent_bias is None else agent_bias, part,
@@ -325,7 +326,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     common = dict(N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t, IEEE=ieee, num_warps=4)
 
     blocks = triton.cdiv(N, block_t)
-    chunks, per_chunk = _chunks(blocks * H, B, q.device)
+    chunks, per_chunk = _split(B, blocks * H, q.device)
     grad_query_bias = query_bias is not None and bias_grads[1]
     dq = _head_major(B, H, N, d, q.dtype, q.device)
     part = torch.empty(blocks, B, H, 2, n_pad, d_pad, dtype=torch.float32, device=q.device)
@@ -339,7 +340,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     dagent, dagent_v = part[:, :, 0], part[:, :, 1].contiguous()
 
     blocks = triton.cdiv(M, block_t)
-    chunks, per_chunk = _chunks(blocks * H, B, q.device)
+    chunks, per_chunk = _split(B, blocks * H, q.device)
     grad_agent_bias = agent_bias is not None and bias_grads[0]
     dk = _head_major(B, H, M, d, k.dtype, k.device)
     dv = _head_major(B, H, M, d, v.dtype, v.device)
