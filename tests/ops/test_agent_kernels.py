@@ -131,8 +131,8 @@ def test_kernels_on_gpu_at_agent_swin_t_training_shapes():
 
 
 def _dispatch(device):
-    """Which calls the kernels take (on CPU tensors: only under the interpreter)."""
-    q, k, v, agent, agent_bias, query_bias, _ = (t.to(device, torch.float32)
+    """Which calls the kernels take (on CPU tensors: only under the interpreter): training calls only."""
+    q, k, v, agent, agent_bias, query_bias, _ = (t.to(device, torch.float32).requires_grad_()
                                                  for t in _inputs(2, 3, 20, 20, 9, 16, True, 1.0, seed=0))
 
     def fused(*args, dropout_p=0.0):
@@ -151,12 +151,14 @@ def _dispatch(device):
         'float64': fused(*(t.double() for t in (q, k, v, agent, agent_bias, query_bias))),
         '129_agents': fused(q, k, v, torch.zeros(2, 3, 129, 16, device=device), None, None),
         'switched_off': switched_off,
+        'frozen_biases': fused(q, k, v, agent, agent_bias.detach(), query_bias.detach()),
+        'inference': fused(*(t.detach() for t in (q, k, v, agent, agent_bias, query_bias))),
     }
 
 
 EXPECTED_DISPATCH = {'plain': True, 'no_biases': True, 'dropout': False, 'bias_per_batch': False,
                      'bias_shared_by_heads': False, 'bias_strided': False, 'mixed_dtypes': False, 'float64': False,
-                     '129_agents': False, 'switched_off': False}
+                     '129_agents': False, 'switched_off': False, 'frozen_biases': True, 'inference': False}
 
 
 def test_dispatch_in_interpreter():
@@ -213,7 +215,7 @@ def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(monkeypatch):
     graph = make_fx(dispatch_functionalize(step), tracing_mode='fake')(qkv, agent, agent_bias, query_bias).graph
     launches = [n for n in graph.nodes if n.target is torch.ops.higher_order.triton_kernel_wrapper_functional]
     written = [sorted(n.kwargs['tensors_to_clone']) for n in launches]
-    assert written == [['part_ptr'], ['stats_ptr', 'va_ptr'], ['o_ptr', 'stats_ptr'],
+    assert written == [['part_ptr'], ['stats_ptr', 'va_ptr'], ['o_ptr'],
                        ['dbias_ptr', 'dq_ptr', 'part_ptr'], ['dbias_ptr', 'dk_ptr', 'dv_ptr', 'part_ptr']]
     token_strides = [n.kwargs['kwargs'][name] for n in launches for name in ('sqn', 'skm', 'svm')
                      if name in n.kwargs['kwargs']]

@@ -90,6 +90,7 @@ def _aggregate_fwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
     """One split of the M tokens for one (batch, head): running max, sum and sum of weighted values per agent,
     stored as a partial row [max (N_PAD), sum (N_PAD), acc (N_PAD * D_PAD)]. Every split's first block holds tokens
     (the launcher sizes the splits so), so the running max is finite after it."""
+    scale = tl.cast(scale, tl.float32)  # (inductor may pass it as an fp64 constant: scores stay fp32)
     split = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -150,12 +151,11 @@ def _aggregate_combine_kernel(part_ptr, va_ptr, stats_ptr, splits, BH,
 
 @triton.jit(do_not_specialize=['N'])
 def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, o_ptr, sob, soh, son,
-                          stats_ptr, H, n, N, d, scale,
+                          H, n, N, d, scale,
                           HAS_BIAS: tl.constexpr, N_PAD: tl.constexpr, D_PAD: tl.constexpr,
                           BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
-    """O and the softmax statistics per token (2, B*H, N): max score and sum of exponentials (kept apart, not as
-    one log-sum-exp: with scores in the thousands, s - lse in fp32 loses the digits that s - max keeps), for one
-    block of tokens of one (batch, head)."""
+    """O for one block of tokens of one (batch, head)."""
+    scale = tl.cast(scale, tl.float32)  # (inductor may pass it as an fp64 constant: scores stay fp32)
     bh = tl.program_id(1)
     b = bh // H
     hh = bh % H
@@ -175,17 +175,16 @@ def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     l = tl.sum(p, 1)
     o = _dot(p.to(va.dtype), va, IEEE) / l[:, None]
     _store_rows(o_ptr + tl.cast(b, tl.int64) * sob + hh * soh, son, tok, N, d, o, D_PAD)
-    tl.store(stats_ptr + tl.cast(bh, tl.int64) * N + tok, m, mask=tok < N)
-    tl.store(stats_ptr + (tl.num_programs(1) + tl.cast(bh, tl.int64)) * N + tok, l, mask=tok < N)
 
 
 @triton.jit(do_not_specialize=['N', 'B', 'per_chunk'])
 def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, do_ptr, sdb, sdh, sdn,
-                          stats_ptr, dq_ptr, sgb, sgh, sgn, part_ptr, dbias_ptr, B, H, n, N, d, scale, per_chunk,
+                          dq_ptr, sgb, sgh, sgn, part_ptr, dbias_ptr, B, H, n, N, d, scale, per_chunk,
                           HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, N_PAD: tl.constexpr,
                           D_PAD: tl.constexpr, BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
     """For one block of tokens of one head, over a chunk of the batch: dQ, this block's share of dA and dV_A
     (partial rows [dA, dV_A] of 2 * N_PAD * D_PAD fp32 per block, batch and head) and, summed over the chunk, dB2."""
+    scale = tl.cast(scale, tl.float32)  # (inductor may pass it as an fp64 constant: scores stay fp32)
     tb = tl.program_id(0)
     hh = tl.program_id(1)
     chunk = tl.program_id(2)
@@ -206,9 +205,12 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
         s = _dot(qt, tl.trans(a), IEEE) * scale
         if HAS_BIAS:
             s += bias
-        m = tl.load(stats_ptr + tl.cast(bh, tl.int64) * N + tok, mask=tok < N, other=0.0)
-        l = tl.load(stats_ptr + (B * H + tl.cast(bh, tl.int64)) * N + tok, mask=tok < N, other=1.0)
-        p = tl.where(valid, tl.exp(s - m[:, None]) / l[:, None], 0.0)
+        # the softmax over the agents anew from these scores, not the forward's statistics: normalised by its own
+        # sum, p's rows sum to 1 in fp32 and ds's rows to 0 (with the forward's max and sum, scores in the hundreds
+        # that a differently ordered dot rounds a few ulps apart left dq 2 % off in fp32 on an H100)
+        s = tl.where(agents[None, :] < n, s, float('-inf'))
+        p = tl.exp(s - tl.max(s, 1)[:, None])
+        p = tl.where(valid, p / tl.sum(p, 1)[:, None], 0.0)
         dp = _dot(do_t, tl.trans(va), IEEE)
         ds = p * (dp - tl.sum(p * dp, 1)[:, None])
         _store_rows(dq_ptr + tl.cast(b, tl.int64) * sgb + hh * sgh, sgn, tok, N, d,
@@ -231,6 +233,7 @@ def _aggregate_bwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
                           D_PAD: tl.constexpr, BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
     """For one block of tokens of one head, over a chunk of the batch: dK, dV, this block's share of dA (partial
     [N_PAD, D_PAD] fp32 per block, batch and head) and, summed over the chunk, dB1."""
+    scale = tl.cast(scale, tl.float32)  # (inductor may pass it as an fp64 constant: scores stay fp32)
     tb = tl.program_id(0)
     hh = tl.program_id(1)
     chunk = tl.program_id(2)
@@ -286,8 +289,9 @@ def _head_major(B, H, T, d, dtype, device) -> torch.Tensor:
 
 def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: bool = False):
     """-> (O (B, H, N, d) in q's dtype, laid out (B, N, H, d); V_A (B, H, N_PAD, D_PAD) fp32; the softmax
-    statistics (max score, sum of exponentials) of the aggregation (2, B, H, N_PAD) and the broadcast (2, B, H, N),
-    fp32), saved for the backward. Biases: contiguous
+    statistics of the aggregation (2, B, H, N_PAD): max score and sum of exponentials, kept apart, not as one
+    log-sum-exp: with scores in the thousands, s - lse in fp32 loses the digits that s - max keeps), saved for the
+    backward (whose broadcast step recomputes its softmax whole: a token's n scores fit one tile). Biases: contiguous
     (H, n, M) / (H, N, n) or None."""
     B, H, N, d = q.shape
     n, M = agent.shape[2], k.shape[2]
@@ -306,15 +310,14 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     _launcher(_aggregate_combine_kernel, traceable)[(B * H,)](part, agent_v, stats_agents, splits, B * H,
                                                               N_PAD=n_pad, D_PAD=d_pad, num_warps=4)
     out = _head_major(B, H, N, d, q.dtype, q.device)
-    stats_tokens = torch.empty(2, B, H, N, dtype=torch.float32, device=q.device)
     _launcher(_broadcast_fwd_kernel, traceable)[(triton.cdiv(N, block_t), B * H)](
         q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, out,
-        *_strides(out), stats_tokens, H, n, N, d, scale, HAS_BIAS=query_bias is not None, N_PAD=n_pad, D_PAD=d_pad,
+        *_strides(out), H, n, N, d, scale, HAS_BIAS=query_bias is not None, N_PAD=n_pad, D_PAD=d_pad,
         BLOCK_T=block_t, IEEE=ieee, num_warps=4)
-    return out, agent_v, stats_agents, stats_tokens
+    return out, agent_v, stats_agents
 
 
-def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, stats_tokens, scale: float,
+def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, scale: float,
              bias_grads: tuple[bool, bool] = (True, True), traceable: bool = False):
     """-> dq, dk, dv, d agent (dtypes of the inputs; dq, dk, dv laid out (B, T, H, d)), and fp32 d agent_bias
     (H, n, M) and d query_bias (H, N, n), each None where its bias is None or bias_grads says it is not needed."""
@@ -334,7 +337,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
                    else None)
     _launcher(_broadcast_bwd_kernel, traceable)[(blocks, H, chunks)](
         q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, dout,
-        *_strides(dout), stats_tokens, dq, *_strides(dq), part, part if dquery_bias is None else dquery_bias,
+        *_strides(dout), dq, *_strides(dq), part, part if dquery_bias is None else dquery_bias,
         B, H, n, N, d, scale, per_chunk, HAS_BIAS=query_bias is not None, BIAS_GRAD=grad_query_bias, **common)
     part = part.sum(0)
     dagent, dagent_v = part[:, :, 0], part[:, :, 1].contiguous()
