@@ -9,16 +9,16 @@
 #   compile  whole-model table under torch.compile for FLatten-Swin-T, Agent-Swin-T and Swin-T (~6 min)
 #   compile-cg  the same under torch.compile(mode='reduce-overhead'): CUDA graphs, no host in the step (~4 min)
 #            (a setting that raises is an 'error' cell and fails the part)
-#   agent-sdpa  Agent-Swin-T vs Swin-T compiled, with Agent's compiled training on SDPA (LINATTN_AGENT_COMPILED_SDPA=1;
-#            the default runs it as matmuls; its training cell failed in session 15, before dense_copy padded its rows)
-#            (~4 min)
+#   agent-sdpa  Agent-Swin-T vs Swin-T compiled, with Agent's compiled training on SDPA instead of the Triton kernels
+#            (LINATTN_AGENT_FUSED=0 LINATTN_AGENT_COMPILED_SDPA=1; with the kernels off the default is matmuls; its
+#            training cell failed in sessions 15 and 16) (~4 min)
 #   profile  per-kernel CUDA time of FLatten-Swin-T vs Swin-T training, eager and compiled, and the compiled step's
 #            host ops by their own CPU time (~3 min)
 #   layernorm  GPU tests of the fused LayerNorm, profiles and interleaved A/B native vs fused (~3 min)
 #   parts    per-stage / per-block GPU time, SDPA backends, DWC, the op's splits, the agent steps' routes in training
 #            (tools/benchmark_parts.py, ~3 min)
-#   agent-routes  the last of those alone: Agent-Swin-T's attention steps trained on SDPA or as matmuls, per stage
-#            (eager training sends both to SDPA, whose backward took 7.39 of 34.46 ms of GPU work per step on an H200)
+#   agent-routes  the last of those alone: Agent-Swin-T's attention steps trained on the Triton kernels, on SDPA or
+#            as matmuls, per stage (~1 min; session 18 on an H100: kernels 0.35 ms at stage 1, SDPA 2.87)
 #
 #   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
 #   bash tools/gpu_check.sh tests op         # some parts
@@ -35,7 +35,8 @@ for part in "${parts[@]}"; do
     case $part in
         # (tests/conftest.py prints a failed GPU test's reason as it fails: a run cut by its time limit still shows it)
         tests) python -m pytest -q -rfE --tb=short tests/ops/test_focused_linear.py tests/ops/test_depthwise_conv.py \
-                   tests/ops/test_softmax_attention.py tests/layers/test_agent.py -m gpu -p no:cacheprovider ;;
+                   tests/ops/test_softmax_attention.py tests/ops/test_agent_kernels.py tests/layers/test_agent.py -m gpu \
+                   -p no:cacheprovider ;;
         tests-compiled) python -m pytest -q -rfE --tb=short tests/models/test_compiled_training.py -m gpu \
                             -p no:cacheprovider ;;
         op) python tools/benchmark_attention.py --reps 20 --host ;;
@@ -44,7 +45,7 @@ for part in "${parts[@]}"; do
                      --compile flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         compile-cg) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \
                         --compile-cudagraphs flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
-        agent-sdpa) LINATTN_AGENT_COMPILED_SDPA=1 python tools/benchmark_models.py \
+        agent-sdpa) LINATTN_AGENT_FUSED=0 LINATTN_AGENT_COMPILED_SDPA=1 python tools/benchmark_models.py \
                         --models agent_swin_t swin_tiny_patch4_window7_224 \
                         --compile agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         profile) python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train &&

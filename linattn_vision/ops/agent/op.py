@@ -4,14 +4,16 @@ agent aggregation: V_A = softmax(A K^T * s + B1) V      (agents attend to all to
 agent broadcast:   O   = softmax(Q A^T * s + B2) V_A    (tokens attend to the agents)
 In training on CUDA (and on CPU under Triton's interpreter) both steps, forward and backward, run in this package's
 Triton kernels (kernels.py: every program owns a block of tokens, see its note), registered as torch.library
-triton_ops so that torch.compile launches them itself. In inference, elsewhere, or with dropout on the attention weights, inputs the kernels do
-not take, or LINATTN_AGENT_FUSED=0, both softmax steps go through scaled_dot_product_attention
+triton_ops so that torch.compile launches them itself. In inference, elsewhere, or with dropout on the attention
+weights, inputs the kernels do not take, or LINATTN_AGENT_FUSED=0, both softmax steps go through
+scaled_dot_product_attention
 (``ops.softmax_attention``) with an additive float bias that broadcasts over the batch. One exception there:
 SDPA's CUDA kernels parallelise over (batch, head, block of queries) only, and the aggregation step has just n
 agents (49) as queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536
 tokens) it runs on a handful of SMs. There the aggregation is computed as matmul, softmax, matmul (an (n, N) score
 matrix per head: linear in N, ~19 MB in bf16 for 3 heads at 65536 tokens). Where torch.compile traces a step
-that trains the biases, both steps are matmul, softmax, matmul too (see _biases_trained_under_compile).
+that trains the biases without the kernels, both steps are matmul, softmax, matmul too (see
+_biases_trained_under_compile).
 """
 import importlib
 from typing import Optional
@@ -39,10 +41,11 @@ def _aggregation_by_matmul(agent: torch.Tensor, dropout_p: float) -> bool:
     return agent.is_cuda and dropout_p == 0.0 and B * h * -(-n // SDPA_QUERIES_PER_PROGRAM) < MIN_SDPA_PROGRAMS
 
 
-# Compiled steps that train the biases run as matmul, softmax, matmul (see _biases_trained_under_compile); with this
-# switch on (LINATTN_AGENT_COMPILED_SDPA=1, or `with COMPILED_SDPA.set():`) they stay on SDPA, with the biases from
-# dense_bias (experimental: it failed on the whole Agent-Swin-T with torch 2.11, on an H100 and, with dense_copy's rows
-# padded, again on an H200: SDPA's backward got a padded stage-3 bias laid out heads-innermost).
+# Compiled steps that train the biases without the kernels run as matmul, softmax, matmul (see
+# _biases_trained_under_compile); with this switch on (LINATTN_AGENT_COMPILED_SDPA=1, or `with COMPILED_SDPA.set():`)
+# they stay on SDPA, with the biases from dense_bias (experimental: it failed on the whole Agent-Swin-T with torch
+# 2.11, on an H100 and, with dense_copy's rows padded, again on an H200: SDPA's backward got a padded stage-3 bias
+# laid out heads-innermost).
 COMPILED_SDPA = Switch('LINATTN_AGENT_COMPILED_SDPA', default_on=False)
 
 
