@@ -2,7 +2,7 @@
 BENCHMARKS.md session 7.
 
     python tools/benchmark_parts.py                 # every part
-    python tools/benchmark_parts.py stages sdpa     # some: stages, dwc, split, sdpa, agent
+    python tools/benchmark_parts.py stages sdpa     # some: stages, dwc, split, sdpa, agent, agent_tiles
     SIZE=2048 BATCH=1 python tools/benchmark_parts.py stages
 
 stages: per stage of FLatten-Swin-T, Agent-Swin-T and timm's Swin-T (backbone at SIZE, batch BATCH), then the parts of
@@ -13,7 +13,9 @@ sdpa:   window-attention shapes in each SDPA backend, with the merged shift mask
 agent:  Agent-Swin-T's two attention steps at its stage shapes (batch 64 at 224), trained (forward + backward, biases
         trainable): both steps in the Triton kernels ('fused', the op's route on CUDA), or each step on SDPA or as
         matmul, softmax, matmul ('matmul8' with the broadcast step's agents padded to a multiple of 8), GPU time (graph
-        replay) and eager time per call (CUDA events, the host's launches included).
+        replay) and eager time per call (CUDA events, the host's launches included);
+agent_tiles: the agent kernels' launch settings (tokens per tile, warps, programs per SM) swept at those shapes, fused
+        forward + backward in graph replay: the fastest settings per stage and the default's time.
 """
 import os
 import sys
@@ -321,6 +323,39 @@ def agent_probe():
         print(f'{label} (N={N}, {h} heads, {n} agents): ' + ', '.join(row))
 
 
+def agent_tiles_probe():
+    """The agent kernels' launch settings (kernels.CONFIG_OVERRIDE), swept at Agent-Swin-T's training shapes."""
+    from linattn_vision.ops.agent import kernels as agent_kernels
+    print('\n## Agent kernels: launch settings, fused forward + backward, bf16, batch 64 at 224 (us, graph replay)')
+    dt, B, d = torch.bfloat16, 64, 32
+    for label, N, h, n in [('stage 1', 3136, 3, 9), ('stage 2', 784, 6, 16), ('stage 3', 196, 12, 49)]:
+        q, k, v = (torch.randn(B, h, N, d, device='cuda', dtype=dt, requires_grad=True) for _ in range(3))
+        agent = torch.randn(B, h, n, d, device='cuda', dtype=dt, requires_grad=True)
+        biases = (torch.randn(1, h, n, N, device='cuda', dtype=dt, requires_grad=True),
+                  torch.randn(1, h, N, n, device='cuda', dtype=dt, requires_grad=True))
+        leaves = (q, k, v, agent, *biases)
+        grad_out = torch.randn(B, h, N, d, device='cuda', dtype=dt)
+
+        def fused():
+            out = agent_op.agent_attention(q, k, v, agent, *biases)
+            torch.autograd.grad(out, leaves, grad_out)
+        times = {}
+        n_pad = max(16, 1 << (n - 1).bit_length())
+        for setting in [{}] + [dict(block_t=t, num_warps=w, programs_per_sm=p)
+                               for t in (16, 32, 64, 128) for w in (2, 4, 8) for p in (1, 2, 4)
+                               if t * n_pad <= 8192]:
+            agent_kernels.CONFIG_OVERRIDE.update(setting)
+            try:
+                times[str(setting or 'default')] = cuda_time(capture_graph(fused), warmup=5, iters=40) * 1000
+            except Exception as e:  # noqa: BLE001 (a setting that does not compile is a line, not the end)
+                print(f'{label} {setting}: error {str(e).splitlines()[0][:80]}')
+            finally:
+                agent_kernels.CONFIG_OVERRIDE.clear()
+        best = sorted(times.items(), key=lambda kv: kv[1])[:5]
+        print(f'{label} (N={N}, {h} heads, {n} agents): default {times.get("default", float("nan")):.1f}; best: '
+              + ', '.join(f'{name} {us:.1f}' for name, us in best))
+
+
 def stages_probe():
     torch.backends.cudnn.benchmark = False
     model, ins = per_stage('flatten_swin_t')
@@ -337,6 +372,6 @@ if __name__ == '__main__':
     if not torch.cuda.is_available():
         sys.exit('benchmark_parts.py needs a CUDA GPU')
     for part in sys.argv[1:] or ['stages', 'dwc', 'split', 'sdpa', 'agent']:
-        if part not in ('stages', 'dwc', 'split', 'sdpa', 'agent'):
-            sys.exit(f'unknown part {part!r} (stages, dwc, split, sdpa, agent)')
+        if part not in ('stages', 'dwc', 'split', 'sdpa', 'agent', 'agent_tiles'):
+            sys.exit(f'unknown part {part!r} (stages, dwc, split, sdpa, agent, agent_tiles)')
         globals()[part + '_probe']()

@@ -19,6 +19,7 @@
 #            (tools/benchmark_parts.py, ~3 min)
 #   agent-routes  the last of those alone: Agent-Swin-T's attention steps trained on the Triton kernels, on SDPA or
 #            as matmuls, per stage (~1 min; session 18 on an H100: kernels 0.35 ms at stage 1, SDPA 2.87)
+#   agent-tiles  the agent kernels' launch settings swept at those shapes (kernels.CONFIG_OVERRIDE; ~3-4 min?)
 #
 #   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
 #   bash tools/gpu_check.sh tests op         # some parts
@@ -35,8 +36,8 @@ for part in "${parts[@]}"; do
     case $part in
         # (tests/conftest.py prints a failed GPU test's reason as it fails: a run cut by its time limit still shows it)
         tests) python -m pytest -q -rfE --tb=short tests/ops/test_focused_linear.py tests/ops/test_depthwise_conv.py \
-                   tests/ops/test_softmax_attention.py tests/ops/test_agent_kernels.py tests/layers/test_agent.py -m gpu \
-                   -p no:cacheprovider ;;
+                   tests/ops/test_softmax_attention.py tests/ops/test_agent_kernels.py tests/layers/test_agent.py \
+                   -m gpu -p no:cacheprovider ;;
         tests-compiled) python -m pytest -q -rfE --tb=short tests/models/test_compiled_training.py -m gpu \
                             -p no:cacheprovider ;;
         op) python tools/benchmark_attention.py --reps 20 --host ;;
@@ -58,7 +59,8 @@ for part in "${parts[@]}"; do
                        swin_tiny_patch4_window7_224 ;;
         parts) python tools/benchmark_parts.py ;;
         agent-routes) python tools/benchmark_parts.py agent ;;
-        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes)" >&2
+        agent-tiles) python tools/benchmark_parts.py agent_tiles ;;
+        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

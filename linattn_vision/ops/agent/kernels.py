@@ -31,16 +31,26 @@ def _pad(x: int) -> int:
     return max(16, triton.next_power_of_2(x))  # tl.dot wants every dim >= 16
 
 
+# Launch settings a sweep may override (tools/benchmark_parts.py agent-sweep): 'block_t' (tokens per tile),
+# 'num_warps', 'programs_per_sm' (the grids' target). The defaults are first guesses, not yet tuned on a GPU.
+CONFIG_OVERRIDE: dict = {}
+
+
 def _block_tokens(n_pad: int) -> int:
     """Tokens per tile: [BLOCK_T, n_pad] fp32 score tiles of 2048 to 4096 values (4 warps)."""
-    return max(32, min(128, 4096 // n_pad))
+    return CONFIG_OVERRIDE.get('block_t') or max(32, min(128, 4096 // n_pad))
+
+
+def _num_warps() -> int:
+    return CONFIG_OVERRIDE.get('num_warps', 4)
 
 
 def _split(units, programs_per_unit, device):
     """(parts, units per part) that cut `units` (token blocks, batches) into about two programs per SM in all, each
     part whole units. Plain or symbolic integers (torch.compile with dynamic shapes: sym_min / sym_max do not guard,
     so the grid stays an expression of the sizes)."""
-    parts = torch.sym_max(1, torch.sym_min(units, triton.cdiv(2 * sm_count(device), programs_per_unit)))
+    target = CONFIG_OVERRIDE.get('programs_per_sm', 2) * sm_count(device)
+    parts = torch.sym_max(1, torch.sym_min(units, triton.cdiv(target, programs_per_unit)))
     per_part = triton.cdiv(units, parts)
     return triton.cdiv(units, per_part), per_part
 
@@ -304,7 +314,7 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     _launcher(_aggregate_fwd_kernel, traceable)[(splits, B * H)](
         agent, *_strides(agent), k, *_strides(k), v, *_strides(v), q if agent_bias is None else agent_bias, part,
         H, n, M, d, scale, per_split, HAS_BIAS=agent_bias is not None, N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t,
-        IEEE=ieee, num_warps=4)
+        IEEE=ieee, num_warps=_num_warps())
     agent_v = torch.empty(B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
     stats_agents = torch.empty(2, B, H, n_pad, dtype=torch.float32, device=q.device)
     _launcher(_aggregate_combine_kernel, traceable)[(B * H,)](part, agent_v, stats_agents, splits, B * H,
@@ -313,7 +323,7 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     _launcher(_broadcast_fwd_kernel, traceable)[(triton.cdiv(N, block_t), B * H)](
         q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, out,
         *_strides(out), H, n, N, d, scale, HAS_BIAS=query_bias is not None, N_PAD=n_pad, D_PAD=d_pad,
-        BLOCK_T=block_t, IEEE=ieee, num_warps=4)
+        BLOCK_T=block_t, IEEE=ieee, num_warps=_num_warps())
     return out, agent_v, stats_agents
 
 
@@ -326,7 +336,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     n_pad, d_pad = _pad(n), _pad(d)
     block_t = _block_tokens(n_pad)
     ieee = q.dtype == torch.float32
-    common = dict(N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t, IEEE=ieee, num_warps=4)
+    common = dict(N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t, IEEE=ieee, num_warps=_num_warps())
 
     blocks = triton.cdiv(N, block_t)
     chunks, per_chunk = _split(B, blocks * H, q.device)
