@@ -31,7 +31,7 @@ def _pad(x: int) -> int:
     return max(16, triton.next_power_of_2(x))  # tl.dot wants every dim >= 16
 
 
-# Launch settings a sweep may override (tools/benchmark_parts.py agent-sweep): 'block_t' (tokens per tile),
+# Launch settings a sweep may override (tools/benchmark_parts.py agent_tiles): 'block_t' (tokens per tile),
 # 'num_warps', 'programs_per_sm' (the grids' target). The defaults are first guesses, not yet tuned on a GPU.
 CONFIG_OVERRIDE: dict = {}
 
@@ -85,6 +85,28 @@ def _store_rows(ptr, row_stride, rows, n_rows, d, x, D_PAD: tl.constexpr):
 
 
 @triton.jit
+def _bias_tile(bias_ptr, hh, rows, cols, n_rows, n_cols):
+    """fp32 [len(rows), len(cols)] tile of head hh's (n_rows, n_cols) plane of a contiguous (H, n_rows, n_cols)
+    bias (zero outside)."""
+    return tl.load(bias_ptr + hh * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :],
+                   mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _agent_tile(ptr, bh, N_PAD: tl.constexpr, D_PAD: tl.constexpr):
+    """The fp32 [N_PAD, D_PAD] tile of batch x head bh in a padded (B * H, N_PAD, D_PAD) buffer (V_A, its gradient)."""
+    return tl.load(ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + tl.arange(0, N_PAD)[:, None] * D_PAD
+                   + tl.arange(0, D_PAD)[None, :])
+
+
+@triton.jit
+def _backward_program(BLOCK_T: tl.constexpr, N_PAD: tl.constexpr):
+    """A backward program's (token block, head, batch chunk), its tokens and the agent indices."""
+    tb = tl.program_id(0)
+    return tb, tl.program_id(1), tl.program_id(2), tb * BLOCK_T + tl.arange(0, BLOCK_T), tl.arange(0, N_PAD)
+
+
+@triton.jit
 def _store_tile(ptr, x, R: tl.constexpr, C: tl.constexpr):
     """A full [R, C] fp32 tile at ptr (a padded partial-sum buffer)."""
     tl.store(ptr + tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :], x)
@@ -118,8 +140,7 @@ def _aggregate_fwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
         kt = _load_rows(k_base, skm, tok, M, d, D_PAD)
         s = _dot(a, tl.trans(kt), IEEE) * scale
         if HAS_BIAS:
-            s += tl.load(bias_ptr + hh * n * M + agents[:, None] * M + tok[None, :],
-                         mask=(agents[:, None] < n) & (tok[None, :] < M), other=0.0).to(tl.float32)
+            s += _bias_tile(bias_ptr, hh, agents, tok, n, M)
         s = tl.where(tok[None, :] < M, s, float('-inf'))
         m_new = tl.maximum(m_run, tl.max(s, 1))
         alpha = tl.exp(m_run - m_new)
@@ -173,12 +194,10 @@ def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     agents = tl.arange(0, N_PAD)
     qt = _load_rows(q_ptr + tl.cast(b, tl.int64) * sqb + hh * sqh, sqn, tok, N, d, D_PAD)
     a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
-    va = tl.load(va_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + agents[:, None] * D_PAD
-                 + tl.arange(0, D_PAD)[None, :]).to(qt.dtype)
+    va = _agent_tile(va_ptr, bh, N_PAD, D_PAD).to(qt.dtype)
     s = _dot(qt, tl.trans(a), IEEE) * scale
     if HAS_BIAS:
-        s += tl.load(bias_ptr + hh * N * n + tok[:, None] * n + agents[None, :],
-                     mask=(tok[:, None] < N) & (agents[None, :] < n), other=0.0).to(tl.float32)
+        s += _bias_tile(bias_ptr, hh, tok, agents, N, n)
     s = tl.where(agents[None, :] < n, s, float('-inf'))
     m = tl.max(s, 1)
     p = tl.exp(s - m[:, None])
@@ -195,23 +214,17 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     """For one block of tokens of one head, over a chunk of the batch: dQ, this block's share of dA and dV_A
     (partial rows [dA, dV_A] of 2 * N_PAD * D_PAD fp32 per block, batch and head) and, summed over the chunk, dB2."""
     scale = tl.cast(scale, tl.float32)  # (inductor may pass it as an fp64 constant: scores stay fp32)
-    tb = tl.program_id(0)
-    hh = tl.program_id(1)
-    chunk = tl.program_id(2)
-    tok = tb * BLOCK_T + tl.arange(0, BLOCK_T)
-    agents = tl.arange(0, N_PAD)
+    tb, hh, chunk, tok, agents = _backward_program(BLOCK_T, N_PAD)
     valid = (tok[:, None] < N) & (agents[None, :] < n)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + hh * N * n + tok[:, None] * n + agents[None, :], mask=valid,
-                       other=0.0).to(tl.float32)
+        bias = _bias_tile(bias_ptr, hh, tok, agents, N, n)
     dbias = tl.zeros((BLOCK_T, N_PAD), tl.float32)
     for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
         bh = b * H + hh
         qt = _load_rows(q_ptr + tl.cast(b, tl.int64) * sqb + hh * sqh, sqn, tok, N, d, D_PAD)
         do_t = _load_rows(do_ptr + tl.cast(b, tl.int64) * sdb + hh * sdh, sdn, tok, N, d, D_PAD).to(qt.dtype)
         a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
-        va = tl.load(va_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + agents[:, None] * D_PAD
-                     + tl.arange(0, D_PAD)[None, :]).to(qt.dtype)
+        va = _agent_tile(va_ptr, bh, N_PAD, D_PAD).to(qt.dtype)
         s = _dot(qt, tl.trans(a), IEEE) * scale
         if HAS_BIAS:
             s += bias
@@ -244,25 +257,19 @@ def _aggregate_bwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
     """For one block of tokens of one head, over a chunk of the batch: dK, dV, this block's share of dA (partial
     [N_PAD, D_PAD] fp32 per block, batch and head) and, summed over the chunk, dB1."""
     scale = tl.cast(scale, tl.float32)  # (inductor may pass it as an fp64 constant: scores stay fp32)
-    tb = tl.program_id(0)
-    hh = tl.program_id(1)
-    chunk = tl.program_id(2)
-    tok = tb * BLOCK_T + tl.arange(0, BLOCK_T)
-    agents = tl.arange(0, N_PAD)
-    tile = agents[:, None] * D_PAD + tl.arange(0, D_PAD)[None, :]
+    tb, hh, chunk, tok, agents = _backward_program(BLOCK_T, N_PAD)
     valid = (agents[:, None] < n) & (tok[None, :] < M)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + hh * n * M + agents[:, None] * M + tok[None, :], mask=valid,
-                       other=0.0).to(tl.float32)
+        bias = _bias_tile(bias_ptr, hh, agents, tok, n, M)
     dbias = tl.zeros((N_PAD, BLOCK_T), tl.float32)
     for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
         bh = b * H + hh
         kt = _load_rows(k_ptr + tl.cast(b, tl.int64) * skb + hh * skh, skm, tok, M, d, D_PAD)
         vt = _load_rows(v_ptr + tl.cast(b, tl.int64) * svb + hh * svh, svm, tok, M, d, D_PAD)
         a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
-        dva = tl.load(dva_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + tile)
+        dva = _agent_tile(dva_ptr, bh, N_PAD, D_PAD)
         # sum_t P dP = dV_A . V_A per agent (V_A is the exact output, kept in fp32)
-        delta = tl.sum(dva * tl.load(va_ptr + tl.cast(bh, tl.int64) * N_PAD * D_PAD + tile), 1)
+        delta = tl.sum(dva * _agent_tile(va_ptr, bh, N_PAD, D_PAD), 1)
         dva = dva.to(kt.dtype)
         s = _dot(a, tl.trans(kt), IEEE) * scale
         if HAS_BIAS:
