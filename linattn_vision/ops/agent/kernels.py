@@ -23,9 +23,6 @@ import triton.language as tl
 
 from .._triton import sm_count
 
-MAX_AGENTS = 128
-MAX_HEAD_DIM = 128
-
 
 def _pad(x: int) -> int:
     return max(16, triton.next_power_of_2(x))  # tl.dot wants every dim >= 16
@@ -305,11 +302,11 @@ def _head_major(B, H, T, d, dtype, device) -> torch.Tensor:
 
 
 def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: bool = False):
-    """-> (O (B, H, N, d) in q's dtype, laid out (B, N, H, d); V_A (B, H, N_PAD, D_PAD) fp32; the softmax
-    statistics of the aggregation (2, B, H, N_PAD): max score and sum of exponentials, kept apart, not as one
-    log-sum-exp: with scores in the thousands, s - lse in fp32 loses the digits that s - max keeps), saved for the
-    backward (whose broadcast step recomputes its softmax whole: a token's n scores fit one tile). Biases: contiguous
-    (H, n, M) / (H, N, n) or None."""
+    """-> O (B, H, N, d) in q's dtype, laid out (B, N, H, d), and for the backward: V_A (B, H, N_PAD, D_PAD) fp32 and
+    the aggregation's softmax statistics (2, B, H, N_PAD) fp32, max score and sum of exponentials (kept apart, not as
+    one log-sum-exp: with scores in the thousands, s - lse in fp32 loses the digits that s - max keeps; the broadcast
+    step needs none, its backward recomputes a token's softmax whole). Biases: contiguous (H, n, M) / (H, N, n) or
+    None."""
     B, H, N, d = q.shape
     n, M = agent.shape[2], k.shape[2]
     n_pad, d_pad = _pad(n), _pad(d)

@@ -6,8 +6,8 @@ In training on CUDA (and on CPU under Triton's interpreter) both steps, forward 
 Triton kernels (kernels.py: every program owns a block of tokens, see its note), registered as torch.library
 triton_ops so that torch.compile launches them itself. In inference, elsewhere, or with dropout on the attention
 weights, inputs the kernels do not take, or LINATTN_AGENT_FUSED=0, both softmax steps go through
-scaled_dot_product_attention
-(``ops.softmax_attention``) with an additive float bias that broadcasts over the batch. One exception there:
+scaled_dot_product_attention (``ops.softmax_attention``) with an additive float bias that broadcasts over the batch.
+One exception there:
 SDPA's CUDA kernels parallelise over (batch, head, block of queries) only, and the aggregation step has just n
 agents (49) as queries against all N tokens, so at small batch (a 1024x1024 image: 3 heads, 3 programs for 65536
 tokens) it runs on a handful of SMs. There the aggregation is computed as matmul, softmax, matmul (an (n, N) score
@@ -28,6 +28,7 @@ from ..softmax_attention import softmax_attention
 # the Triton kernels (see the module note); LINATTN_AGENT_FUSED=0 or `with FUSED.set(False):` turns them off
 FUSED = Switch('LINATTN_AGENT_FUSED', default_on=True)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_AGENTS = MAX_HEAD_DIM = 128  # the kernels' tiles hold all agents x a whole head
 
 # SDPA's memory-efficient kernel takes this many queries per program; below MIN_SDPA_PROGRAMS programs it leaves
 # the GPU idle
@@ -143,7 +144,7 @@ def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float) -> boo
     B, H, N, d = q.shape
     n, M = agent.shape[2], k.shape[2]
     if (k.shape[:2] != (B, H) or agent.shape[:2] != (B, H) or k.shape[3] != d or agent.shape[3] != d
-            or n > 128 or d > 128 or 0 in (B, H, N, n, M, d)):
+            or n > MAX_AGENTS or d > MAX_HEAD_DIM or 0 in (B, H, N, n, M, d)):
         return False
     if q.dtype not in _KERNEL_DTYPES or any(t.dtype != q.dtype for t in (k, v, agent)):
         return False
