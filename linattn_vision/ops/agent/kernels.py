@@ -209,7 +209,8 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
                           HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, N_PAD: tl.constexpr,
                           D_PAD: tl.constexpr, BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
     """For one block of tokens of one head, over a chunk of the batch: dQ, this block's share of dA and dV_A
-    (partial rows [dA, dV_A] of 2 * N_PAD * D_PAD fp32 per block, batch and head) and, summed over the chunk, dB2."""
+    (fp32 [N_PAD, D_PAD] partials per block, batch and head: part[block, 0] dA, part[block, 1] dV_A) and, summed
+    over the chunk, dB2."""
     scale = tl.cast(scale, tl.float32)  # (inductor may pass it as an fp64 constant: scores stay fp32)
     tb, hh, chunk, tok, agents = _backward_program(BLOCK_T, N_PAD)
     valid = (tok[:, None] < N) & (agents[None, :] < n)
@@ -235,9 +236,10 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
         ds = p * (dp - tl.sum(p * dp, 1)[:, None])
         _store_rows(dq_ptr + tl.cast(b, tl.int64) * sgb + hh * sgh, sgn, tok, N, d,
                     _dot(ds.to(qt.dtype), a, IEEE) * scale, D_PAD)
-        row = part_ptr + ((tb.to(tl.int64) * B + b) * H + hh) * (2 * N_PAD * D_PAD)
+        # dA's partial, then (one B * H plane further) dV_A's: the sum over blocks gives both contiguous
+        row = part_ptr + ((tb.to(tl.int64) * 2 * B + b) * H + hh) * (N_PAD * D_PAD)
         _store_tile(row, _dot(tl.trans(ds).to(qt.dtype), qt, IEEE) * scale, N_PAD, D_PAD)
-        _store_tile(row + N_PAD * D_PAD, _dot(tl.trans(p).to(qt.dtype), do_t, IEEE), N_PAD, D_PAD)
+        _store_tile(row + B * H * N_PAD * D_PAD, _dot(tl.trans(p).to(qt.dtype), do_t, IEEE), N_PAD, D_PAD)
         if BIAS_GRAD:
             dbias += ds
     if BIAS_GRAD:
@@ -346,15 +348,14 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     chunks, per_chunk = _split(B, blocks * H, q.device)
     grad_query_bias = query_bias is not None and bias_grads[1]
     dq = _head_major(B, H, N, d, q.dtype, q.device)
-    part = torch.empty(blocks, B, H, 2, n_pad, d_pad, dtype=torch.float32, device=q.device)
+    part = torch.empty(blocks, 2, B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
     dquery_bias = (torch.empty(chunks, H, N, n_pad, dtype=torch.float32, device=q.device) if grad_query_bias
                    else None)
     _launcher(_broadcast_bwd_kernel, traceable)[(blocks, H, chunks)](
         q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, dout,
         *_strides(dout), dq, *_strides(dq), part, part if dquery_bias is None else dquery_bias,
         B, H, n, N, d, scale, per_chunk, HAS_BIAS=query_bias is not None, BIAS_GRAD=grad_query_bias, **common)
-    part = part.sum(0)
-    dagent, dagent_v = part[:, :, 0], part[:, :, 1].contiguous()
+    dagent, dagent_v = part.sum(0)
 
     blocks = triton.cdiv(M, block_t)
     chunks, per_chunk = _split(B, blocks * H, q.device)
