@@ -150,6 +150,8 @@ def _dispatch(device):
         'mixed_dtypes': fused(q, k, v, agent.half(), agent_bias, query_bias),
         'float64': fused(*(t.double() for t in (q, k, v, agent, agent_bias, query_bias))),
         '129_agents': fused(q, k, v, torch.zeros(2, 3, 129, 16, device=device), None, None),
+        # windows as the batch (Agent-Swin's windowed blocks): batch x heads beyond CUDA's second grid axis
+        'batch_x_heads_over_grid': fused(*(t[:1].expand(21846, -1, -1, -1) for t in (q, k, v, agent)), None, None),
         'switched_off': switched_off,
         'frozen_biases': fused(q, k, v, agent, agent_bias.detach(), query_bias.detach()),
         'inference': fused(*(t.detach() for t in (q, k, v, agent, agent_bias, query_bias))),
@@ -158,7 +160,8 @@ def _dispatch(device):
 
 EXPECTED_DISPATCH = {'plain': True, 'no_biases': True, 'dropout': False, 'bias_per_batch': False,
                      'bias_shared_by_heads': False, 'bias_strided': False, 'mixed_dtypes': False, 'float64': False,
-                     '129_agents': False, 'switched_off': False, 'frozen_biases': True, 'inference': False}
+                     '129_agents': False, 'batch_x_heads_over_grid': False, 'switched_off': False,
+                     'frozen_biases': True, 'inference': False}
 
 
 def test_dispatch_in_interpreter():

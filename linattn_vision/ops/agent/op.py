@@ -29,6 +29,7 @@ from ..softmax_attention import softmax_attention
 FUSED = Switch('LINATTN_AGENT_FUSED', default_on=True)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_AGENTS = MAX_HEAD_DIM = 128  # the kernels' tiles hold all agents x a whole head
+MAX_GRID_Y = 65535  # CUDA's limit on a grid's second axis
 
 # SDPA's memory-efficient kernel takes this many queries per program; below MIN_SDPA_PROGRAMS programs it leaves
 # the GPU idle
@@ -145,6 +146,8 @@ def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float) -> boo
     n, M = agent.shape[2], k.shape[2]
     if (k.shape[:2] != (B, H) or agent.shape[:2] != (B, H) or k.shape[3] != d or agent.shape[3] != d
             or n > MAX_AGENTS or d > MAX_HEAD_DIM or 0 in (B, H, N, n, M, d)):
+        return False
+    if B * H > MAX_GRID_Y:  # the forward grids put batch x heads on CUDA's second grid axis
         return False
     if q.dtype not in _KERNEL_DTYPES or any(t.dtype != q.dtype for t in (k, v, agent)):
         return False
