@@ -1,7 +1,8 @@
 """Triton kernels of the agent attention core: both softmax steps, forward and backward, fused.
 
 Shapes (head-split, any batch / head / token strides, unit channel stride): q (B, H, N, d); k, v (B, H, M, d);
-agents (B, H, n, d) with n, d <= 128; biases broadcast over the batch, contiguous: B1 (H, n, M), B2 (H, N, n).
+agents (B, H, n, d) with n, d <= 128 (the op sends at most 64 agents: see op.MAX_AGENTS); biases broadcast over the
+batch, contiguous: B1 (H, n, M), B2 (H, N, n).
 
     aggregation  V_A = softmax over M (A K^T s + B1) V    every agent attends to all M tokens
     broadcast    O   = softmax over n (Q A^T s + B2) V_A  every token attends to the n agents

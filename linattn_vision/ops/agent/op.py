@@ -28,7 +28,12 @@ from ..softmax_attention import softmax_attention
 # the Triton kernels (see the module note); LINATTN_AGENT_FUSED=0 or `with FUSED.set(False):` turns them off
 FUSED = Switch('LINATTN_AGENT_FUSED', default_on=True)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_AGENTS = MAX_HEAD_DIM = 128  # the kernels' tiles hold all agents x a whole head
+# The kernels' tiles hold all agents x a whole head (up to 128 each), but the backward's fp32 partial sums (the agent
+# and V_A gradients of every token block) grow with the padded agent count over the tokens per tile: with 81 agents
+# (Agent-Swin-T's first stage in the downstream configs: 128 padded, 32 tokens a tile) they would take ~16x the bytes
+# of q (~600 MB per block at 1333x800); up to 64 agents, 4x at most. More agents stay on SDPA.
+MAX_AGENTS = 64
+MAX_HEAD_DIM = 128
 MAX_GRID_Y = 65535  # CUDA's limit on a grid's second axis
 
 # SDPA's memory-efficient kernel takes this many queries per program; below MIN_SDPA_PROGRAMS programs it leaves
