@@ -273,6 +273,25 @@ def split_probe():
         print(f'{label}: ' + ', '.join(row))
 
 
+AGENT_STAGES = [('stage 1', 3136, 3, 9), ('stage 2', 784, 6, 16), ('stage 3', 196, 12, 49)]  # Agent-Swin-T's
+
+
+def agent_stage_inputs(N, h, n, B=64, d=32, dt=torch.bfloat16):
+    """Trainable q, k, v, agents and both biases at one of Agent-Swin-T's stage shapes, and an output gradient."""
+    q, k, v = (torch.randn(B, h, N, d, device='cuda', dtype=dt, requires_grad=True) for _ in range(3))
+    agent = torch.randn(B, h, n, d, device='cuda', dtype=dt, requires_grad=True)
+    agent_bias = torch.randn(1, h, n, N, device='cuda', dtype=dt, requires_grad=True)
+    query_bias = torch.randn(1, h, N, n, device='cuda', dtype=dt, requires_grad=True)
+    return (q, k, v, agent, agent_bias, query_bias), torch.randn(B, h, N, d, device='cuda', dtype=dt)
+
+
+def fused_agent_step(leaves, grad_out):
+    """Forward + backward of ops.agent_attention (the Triton kernels on CUDA)."""
+    def step():
+        torch.autograd.grad(agent_op.agent_attention(*leaves), leaves, grad_out)
+    return step
+
+
 def agent_probe():
     """The agent steps' routes in training (see the module note): which one each step should take in eager."""
     print('\n## Agent-Swin-T attention steps, forward + backward, bf16, batch 64 at 224 (us: graph replay / eager)')
@@ -291,18 +310,11 @@ def agent_probe():
         return _attend(q, k, v, bias, scale)
 
     routes = {'sdpa': sdpa, 'matmul': _attend, 'matmul8': matmul_keys_padded}
-    for label, N, h, n in [('stage 1', 3136, 3, 9), ('stage 2', 784, 6, 16), ('stage 3', 196, 12, 49)]:
-        q, k, v = (torch.randn(B, h, N, d, device='cuda', dtype=dt, requires_grad=True) for _ in range(3))
-        agent = torch.randn(B, h, n, d, device='cuda', dtype=dt, requires_grad=True)
-        agent_bias = torch.randn(1, h, n, N, device='cuda', dtype=dt, requires_grad=True)
-        query_bias = torch.randn(1, h, N, n, device='cuda', dtype=dt, requires_grad=True)
-        leaves = (q, k, v, agent, agent_bias, query_bias)
-        grad_out = torch.randn(B, h, N, d, device='cuda', dtype=dt)
+    for label, N, h, n in AGENT_STAGES:
+        leaves, grad_out = agent_stage_inputs(N, h, n, B, d, dt)
+        q, k, v, agent, agent_bias, query_bias = leaves
+        fused = fused_agent_step(leaves, grad_out)
         row = []
-
-        def fused():
-            out = agent_op.agent_attention(q, k, v, agent, agent_bias, query_bias)
-            torch.autograd.grad(out, leaves, grad_out)
         try:
             row.append(f'fused {cuda_time(capture_graph(fused), warmup=5, iters=40) * 1000:8.1f} / '
                        f'{cuda_time(fused, warmup=5, iters=40) * 1000:8.1f}')
@@ -327,18 +339,8 @@ def agent_tiles_probe():
     """The agent kernels' launch settings (kernels.CONFIG_OVERRIDE), swept at Agent-Swin-T's training shapes."""
     from linattn_vision.ops.agent import kernels as agent_kernels
     print('\n## Agent kernels: launch settings, fused forward + backward, bf16, batch 64 at 224 (us, graph replay)')
-    dt, B, d = torch.bfloat16, 64, 32
-    for label, N, h, n in [('stage 1', 3136, 3, 9), ('stage 2', 784, 6, 16), ('stage 3', 196, 12, 49)]:
-        q, k, v = (torch.randn(B, h, N, d, device='cuda', dtype=dt, requires_grad=True) for _ in range(3))
-        agent = torch.randn(B, h, n, d, device='cuda', dtype=dt, requires_grad=True)
-        biases = (torch.randn(1, h, n, N, device='cuda', dtype=dt, requires_grad=True),
-                  torch.randn(1, h, N, n, device='cuda', dtype=dt, requires_grad=True))
-        leaves = (q, k, v, agent, *biases)
-        grad_out = torch.randn(B, h, N, d, device='cuda', dtype=dt)
-
-        def fused():
-            out = agent_op.agent_attention(q, k, v, agent, *biases)
-            torch.autograd.grad(out, leaves, grad_out)
+    for label, N, h, n in AGENT_STAGES:
+        fused = fused_agent_step(*agent_stage_inputs(N, h, n))
         times = {}
         n_pad = max(16, 1 << (n - 1).bit_length())
         for setting in [{}] + [dict(block_t=t, num_warps=w, programs_per_sm=p)
