@@ -52,10 +52,15 @@ def _autocast_off(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
+def _row_col_matrices(old_hw, new_hw, mode: str, device, dtype):
+    """(H, H0) and (W, W0): the per-axis weights of a resize from old_hw to new_hw."""
+    return tuple(_axis_matrix(n0, n, mode, device, dtype) for n0, n in zip(old_hw, new_hw))
+
+
 @constant_cache(maxsize=16)
 def _grid_matrix(old_hw: tuple, new_hw: tuple, mode: str, device, dtype) -> torch.Tensor:
     """(H*W, H0*W0): the Kronecker product of the row and column matrices."""
-    rows, cols = (_axis_matrix(n0, n, mode, device, dtype) for n0, n in zip(old_hw, new_hw))
+    rows, cols = _row_col_matrices(old_hw, new_hw, mode, device, dtype)
     return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(rows.shape[0] * cols.shape[0], -1)
 
 
@@ -82,7 +87,7 @@ def resize_grid(t: torch.Tensor, size: Sequence[int], mode: str = 'bilinear') ->
         if old[0] * old[1] * size[0] * size[1] <= KRON_MAX_ELEMENTS:
             grid = _grid_matrix(old, size, mode, t.device, t.dtype)
             return torch.matmul(t.reshape(*lead, -1), grid.t()).reshape(*lead, *size)
-        rows, cols = (_axis_matrix(n0, n, mode, t.device, t.dtype) for n0, n in zip(old, size))
+        rows, cols = _row_col_matrices(old, size, mode, t.device, t.dtype)
         return torch.matmul(rows, torch.matmul(t, cols.t()))
 
 

@@ -187,61 +187,27 @@ def test_dispatch_on_gpu():
     assert _dispatch('cuda') == EXPECTED_DISPATCH
 
 
-def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(monkeypatch):
-    """What torch.compile sees of the registered agent ops on CUDA tensors, checked without a GPU (as
-    test_focused_linear_trace.py does): each op decomposes into its kernel launches, whose mutation analysis (TTIR
-    built for sm_90) finds exactly the buffers each kernel writes, and q, k, v are read where they lie."""
-    triton = pytest.importorskip('triton')
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch._subclasses.functional_tensor import dispatch_functionalize
-    from torch.fx.experimental.proxy_tensor import make_fx
+TRACE_HEADS, TRACE_HEAD_DIM, TRACE_AGENTS = 3, 32, 9
 
+
+@pytest.fixture
+def fake_sm90(monkeypatch):
+    """Kernel launches traced for an H100 without a GPU (as test_focused_linear_trace.py does)."""
+    triton = pytest.importorskip('triton')
     from test_focused_linear_trace import _Sm90Driver
     from linattn_vision.ops.agent import kernels
     monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
+    # (the driver object keeps the active driver in _active; monkeypatch puts the old one back, even None)
     monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
 
-    def step(qkv, agent, agent_bias, query_bias):
-        q, k, v = qkv.unbind(2)
-        q, k, v = (t.reshape(B, N, H, d).transpose(1, 2) for t in (q, k, v))
-        out, *saved = torch.ops.linattn.agent_attention_fwd(q, k, v, agent, agent_bias, query_bias, 0.25)
-        grads = torch.ops.linattn.agent_attention_bwd(out, q, k, v, agent, agent_bias, query_bias, *saved, 0.25,
-                                                      True, True)
-        return out, grads
 
-    B, N, H, d, n = 4, 200, 3, 32, 9
-    with FakeTensorMode():
-        qkv = torch.empty(B, N, 3, H * d, device='cuda', dtype=torch.bfloat16)
-        agent = torch.empty(B, H, n, d, device='cuda', dtype=torch.bfloat16)
-        agent_bias = torch.empty(1, H, n, N, device='cuda', dtype=torch.bfloat16)
-        query_bias = torch.empty(1, H, N, n, device='cuda', dtype=torch.bfloat16)
-    graph = make_fx(dispatch_functionalize(step), tracing_mode='fake')(qkv, agent, agent_bias, query_bias).graph
-    launches = [n for n in graph.nodes if n.target is torch.ops.higher_order.triton_kernel_wrapper_functional]
-    written = [sorted(n.kwargs['tensors_to_clone']) for n in launches]
-    assert written == [['part_ptr'], ['stats_ptr', 'va_ptr'], ['o_ptr'],
-                       ['dbias_ptr', 'dq_ptr', 'part_ptr'], ['dbias_ptr', 'dk_ptr', 'dv_ptr', 'part_ptr']]
-    token_strides = [n.kwargs['kwargs'][name] for n in launches for name in ('sqn', 'skm', 'svm')
-                     if name in n.kwargs['kwargs']]
-    assert token_strides and set(token_strides) == {3 * H * d}
-    assert not any('linattn' in str(n.target) for n in graph.nodes)
-
-
-def test_ops_trace_with_symbolic_batch_and_tokens(monkeypatch):
-    """torch.compile marks the batch (and with mmdet's padded sizes, the tokens) dynamic once a second size comes:
-    the launch grids must then be expressions of the symbolic sizes, and no guard may pin them (else every new size
-    recompiles; min / max of the sizes guarded before _split used sym_min / sym_max)."""
-    triton = pytest.importorskip('triton')
-    from torch._dynamo.source import LocalSource
-    from torch._subclasses.fake_tensor import FakeTensorMode
+def _trace_launches(qkv):
+    """The kernel launches of the registered ops' forward and backward, traced as AOTAutograd does (fake CUDA
+    tensors, Python functionalization), with q, k, v the head-split slices of ``qkv`` (B, N, 3, C) as the layers
+    pass them."""
     from torch._subclasses.functional_tensor import dispatch_functionalize
     from torch.fx.experimental.proxy_tensor import make_fx
-    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
-
-    from test_focused_linear_trace import _Sm90Driver
-    from linattn_vision.ops.agent import kernels
-    monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
-    monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
-    H, d, n = 3, 32, 9
+    H, d, n = TRACE_HEADS, TRACE_HEAD_DIM, TRACE_AGENTS
 
     def step(qkv, agent, agent_bias, query_bias):
         B, N = qkv.shape[:2]
@@ -250,18 +216,48 @@ def test_ops_trace_with_symbolic_batch_and_tokens(monkeypatch):
         return out, torch.ops.linattn.agent_attention_bwd(out, q, k, v, agent, agent_bias, query_bias, *saved, 0.25,
                                                           True, True)
 
-    shape_env = ShapeEnv()
-    dynamic = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.DYNAMIC] * 2 + [DimDynamic.STATIC] * 2)
-    example = torch.empty(5, 200, 3, H * d, dtype=torch.bfloat16)
-    with FakeTensorMode(shape_env=shape_env) as mode:
-        qkv = mode.from_tensor(example, source=LocalSource('qkv'), symbolic_context=dynamic).cuda()
-        B, N = qkv.shape[:2]
+    B, N = qkv.shape[:2]
+    with qkv.fake_mode:
         agent = torch.empty(B, H, n, d, device='cuda', dtype=torch.bfloat16)
         agent_bias = torch.empty(1, H, n, N, device='cuda', dtype=torch.bfloat16)
         query_bias = torch.empty(1, H, N, n, device='cuda', dtype=torch.bfloat16)
-    assert isinstance(B, torch.SymInt) and isinstance(N, torch.SymInt)
     graph = make_fx(dispatch_functionalize(step), tracing_mode='fake')(qkv, agent, agent_bias, query_bias).graph
-    launches = [n for n in graph.nodes if n.target is torch.ops.higher_order.triton_kernel_wrapper_functional]
+    assert not any('linattn' in str(node.target) for node in graph.nodes)
+    return [node for node in graph.nodes if node.target is torch.ops.higher_order.triton_kernel_wrapper_functional]
+
+
+def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(fake_sm90):
+    """What torch.compile sees of the registered agent ops on CUDA tensors, checked without a GPU: each op
+    decomposes into its kernel launches, whose mutation analysis (TTIR built for sm_90) finds exactly the buffers
+    each kernel writes, and q, k, v are read where they lie."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        qkv = torch.empty(4, 200, 3, TRACE_HEADS * TRACE_HEAD_DIM, device='cuda', dtype=torch.bfloat16)
+    launches = _trace_launches(qkv)
+    written = [sorted(n.kwargs['tensors_to_clone']) for n in launches]
+    assert written == [['part_ptr'], ['stats_ptr', 'va_ptr'], ['o_ptr'],
+                       ['dbias_ptr', 'dq_ptr', 'part_ptr'], ['dbias_ptr', 'dk_ptr', 'dv_ptr', 'part_ptr']]
+    token_strides = [n.kwargs['kwargs'][name] for n in launches for name in ('sqn', 'skm', 'svm')
+                     if name in n.kwargs['kwargs']]
+    assert token_strides and set(token_strides) == {3 * TRACE_HEADS * TRACE_HEAD_DIM}
+
+
+def test_ops_trace_with_symbolic_batch_and_tokens(fake_sm90):
+    """torch.compile marks the batch (and with mmdet's padded sizes, the tokens) dynamic once a second size comes:
+    the launch grids must then be expressions of the symbolic sizes, and no guard may pin them (else every new size
+    recompiles; min / max of the sizes guarded before _split used sym_min / sym_max)."""
+    from torch._dynamo.source import LocalSource
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    shape_env = ShapeEnv()
+    dynamic = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.DYNAMIC] * 2 + [DimDynamic.STATIC] * 2)
+    example = torch.empty(5, 200, 3, TRACE_HEADS * TRACE_HEAD_DIM, dtype=torch.bfloat16)
+    with FakeTensorMode(shape_env=shape_env) as mode:
+        qkv = mode.from_tensor(example, source=LocalSource('qkv'), symbolic_context=dynamic).cuda()
+    B, N = qkv.shape[:2]
+    assert isinstance(B, torch.SymInt) and isinstance(N, torch.SymInt)
+    launches = _trace_launches(qkv)
     assert len(launches) == 5
     for launch in launches:
         (x, y, z), = launch.kwargs['grid']

@@ -39,10 +39,6 @@ def _block_tokens(n_pad: int) -> int:
     return CONFIG_OVERRIDE.get('block_t') or max(32, min(128, 4096 // n_pad))
 
 
-def _num_warps() -> int:
-    return CONFIG_OVERRIDE.get('num_warps', 4)
-
-
 def _split(units, programs_per_unit, device):
     """(parts, units per part) that cut `units` (token blocks, batches) into about two programs per SM in all, each
     part whole units. Plain or symbolic integers (torch.compile with dynamic shapes: sym_min / sym_max do not guard,
@@ -51,6 +47,13 @@ def _split(units, programs_per_unit, device):
     parts = torch.sym_max(1, torch.sym_min(units, triton.cdiv(target, programs_per_unit)))
     per_part = triton.cdiv(units, parts)
     return triton.cdiv(units, per_part), per_part
+
+
+def _constants(q: torch.Tensor, n: int) -> dict:
+    """The kernels' compile-time constants and warps for q's head dim and dtype and n agents."""
+    n_pad = _pad(n)
+    return dict(N_PAD=n_pad, D_PAD=_pad(q.shape[-1]), BLOCK_T=_block_tokens(n_pad), IEEE=q.dtype == torch.float32,
+                num_warps=CONFIG_OVERRIDE.get('num_warps', 4))
 
 
 def _strides(t: torch.Tensor) -> tuple:
@@ -66,6 +69,12 @@ def _dot(a, b, IEEE: tl.constexpr):
         return tl.dot(a, b, input_precision='ieee')
     else:
         return tl.dot(a, b)
+
+
+@triton.jit
+def _head(ptr, b, hh, batch_stride, head_stride):
+    """ptr moved to (batch b, head hh); the batch offset in 64 bits (a batch of large maps passes 2**31 elements)."""
+    return ptr + tl.cast(b, tl.int64) * batch_stride + hh * head_stride
 
 
 @triton.jit
@@ -126,9 +135,9 @@ def _aggregate_fwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
     b = bh // H
     hh = bh % H
     agents = tl.arange(0, N_PAD)
-    a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
-    k_base = k_ptr + tl.cast(b, tl.int64) * skb + hh * skh
-    v_base = v_ptr + tl.cast(b, tl.int64) * svb + hh * svh
+    a = _load_rows(_head(a_ptr, b, hh, sab, sah), san, agents, n, d, D_PAD)
+    k_base = _head(k_ptr, b, hh, skb, skh)
+    v_base = _head(v_ptr, b, hh, svb, svh)
     m_run = tl.full((N_PAD,), float('-inf'), tl.float32)
     l_run = tl.zeros((N_PAD,), tl.float32)
     acc = tl.zeros((N_PAD, D_PAD), tl.float32)
@@ -190,8 +199,8 @@ def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     hh = bh % H
     tok = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     agents = tl.arange(0, N_PAD)
-    qt = _load_rows(q_ptr + tl.cast(b, tl.int64) * sqb + hh * sqh, sqn, tok, N, d, D_PAD)
-    a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
+    qt = _load_rows(_head(q_ptr, b, hh, sqb, sqh), sqn, tok, N, d, D_PAD)
+    a = _load_rows(_head(a_ptr, b, hh, sab, sah), san, agents, n, d, D_PAD)
     va = _agent_tile(va_ptr, bh, N_PAD, D_PAD).to(qt.dtype)
     s = _dot(qt, tl.trans(a), IEEE) * scale
     if HAS_BIAS:
@@ -201,7 +210,7 @@ def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     p = tl.exp(s - m[:, None])
     l = tl.sum(p, 1)
     o = _dot(p.to(va.dtype), va, IEEE) / l[:, None]
-    _store_rows(o_ptr + tl.cast(b, tl.int64) * sob + hh * soh, son, tok, N, d, o, D_PAD)
+    _store_rows(_head(o_ptr, b, hh, sob, soh), son, tok, N, d, o, D_PAD)
 
 
 @triton.jit(do_not_specialize=['N', 'B', 'per_chunk'])
@@ -220,9 +229,9 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     dbias = tl.zeros((BLOCK_T, N_PAD), tl.float32)
     for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
         bh = b * H + hh
-        qt = _load_rows(q_ptr + tl.cast(b, tl.int64) * sqb + hh * sqh, sqn, tok, N, d, D_PAD)
-        do_t = _load_rows(do_ptr + tl.cast(b, tl.int64) * sdb + hh * sdh, sdn, tok, N, d, D_PAD).to(qt.dtype)
-        a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
+        qt = _load_rows(_head(q_ptr, b, hh, sqb, sqh), sqn, tok, N, d, D_PAD)
+        do_t = _load_rows(_head(do_ptr, b, hh, sdb, sdh), sdn, tok, N, d, D_PAD).to(qt.dtype)
+        a = _load_rows(_head(a_ptr, b, hh, sab, sah), san, agents, n, d, D_PAD)
         va = _agent_tile(va_ptr, bh, N_PAD, D_PAD).to(qt.dtype)
         s = _dot(qt, tl.trans(a), IEEE) * scale
         if HAS_BIAS:
@@ -235,7 +244,7 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
         p = tl.where(valid, p / tl.sum(p, 1)[:, None], 0.0)
         dp = _dot(do_t, tl.trans(va), IEEE)
         ds = p * (dp - tl.sum(p * dp, 1)[:, None])
-        _store_rows(dq_ptr + tl.cast(b, tl.int64) * sgb + hh * sgh, sgn, tok, N, d,
+        _store_rows(_head(dq_ptr, b, hh, sgb, sgh), sgn, tok, N, d,
                     _dot(ds.to(qt.dtype), a, IEEE) * scale, D_PAD)
         # dA's partial, then (one B * H plane further) dV_A's: the sum over blocks gives both contiguous
         row = part_ptr + ((tb.to(tl.int64) * 2 * B + b) * H + hh) * (N_PAD * D_PAD)
@@ -264,9 +273,9 @@ def _aggregate_bwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
     dbias = tl.zeros((N_PAD, BLOCK_T), tl.float32)
     for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
         bh = b * H + hh
-        kt = _load_rows(k_ptr + tl.cast(b, tl.int64) * skb + hh * skh, skm, tok, M, d, D_PAD)
-        vt = _load_rows(v_ptr + tl.cast(b, tl.int64) * svb + hh * svh, svm, tok, M, d, D_PAD)
-        a = _load_rows(a_ptr + tl.cast(b, tl.int64) * sab + hh * sah, san, agents, n, d, D_PAD)
+        kt = _load_rows(_head(k_ptr, b, hh, skb, skh), skm, tok, M, d, D_PAD)
+        vt = _load_rows(_head(v_ptr, b, hh, svb, svh), svm, tok, M, d, D_PAD)
+        a = _load_rows(_head(a_ptr, b, hh, sab, sah), san, agents, n, d, D_PAD)
         dva = _agent_tile(dva_ptr, bh, N_PAD, D_PAD)
         # sum_t P dP = dV_A . V_A per agent (V_A is the exact output, kept in fp32)
         delta = tl.sum(dva * _agent_tile(va_ptr, bh, N_PAD, D_PAD), 1)
@@ -278,9 +287,9 @@ def _aggregate_bwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
         l = tl.load(stats_ptr + (B * H + tl.cast(bh, tl.int64)) * N_PAD + agents)
         p = tl.where(valid, tl.exp(s - m[:, None]) / l[:, None], 0.0)
         ds = p * (_dot(dva, tl.trans(vt), IEEE) - delta[:, None])
-        _store_rows(dk_ptr + tl.cast(b, tl.int64) * sgkb + hh * sgkh, sgkm, tok, M, d,
+        _store_rows(_head(dk_ptr, b, hh, sgkb, sgkh), sgkm, tok, M, d,
                     _dot(tl.trans(ds).to(kt.dtype), a, IEEE) * scale, D_PAD)
-        _store_rows(dv_ptr + tl.cast(b, tl.int64) * sgvb + hh * sgvh, sgvm, tok, M, d,
+        _store_rows(_head(dv_ptr, b, hh, sgvb, sgvh), sgvm, tok, M, d,
                     _dot(tl.trans(p).to(kt.dtype), dva, IEEE), D_PAD)
         row = part_ptr + ((tb.to(tl.int64) * B + b) * H + hh) * (N_PAD * D_PAD)
         _store_tile(row, _dot(ds.to(kt.dtype), kt, IEEE) * scale, N_PAD, D_PAD)
@@ -312,16 +321,14 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     None."""
     B, H, N, d = q.shape
     n, M = agent.shape[2], k.shape[2]
-    n_pad, d_pad = _pad(n), _pad(d)
-    block_t = _block_tokens(n_pad)
-    ieee = q.dtype == torch.float32
+    common = _constants(q, n)
+    n_pad, d_pad, block_t = common['N_PAD'], common['D_PAD'], common['BLOCK_T']
     # aggregation: token blocks split across programs, every split starting inside the tokens
     splits, per_split = _split(triton.cdiv(M, block_t), B * H, q.device)
     part = torch.empty(splits, B * H, n_pad * (d_pad + 2), dtype=torch.float32, device=q.device)
     _launcher(_aggregate_fwd_kernel, traceable)[(splits, B * H)](
         agent, *_strides(agent), k, *_strides(k), v, *_strides(v), q if agent_bias is None else agent_bias, part,
-        H, n, M, d, scale, per_split, HAS_BIAS=agent_bias is not None, N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t,
-        IEEE=ieee, num_warps=_num_warps())
+        H, n, M, d, scale, per_split, HAS_BIAS=agent_bias is not None, **common)
     agent_v = torch.empty(B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
     stats_agents = torch.empty(2, B, H, n_pad, dtype=torch.float32, device=q.device)
     _launcher(_aggregate_combine_kernel, traceable)[(B * H,)](part, agent_v, stats_agents, splits, B * H,
@@ -329,8 +336,7 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     out = _head_major(B, H, N, d, q.dtype, q.device)
     _launcher(_broadcast_fwd_kernel, traceable)[(triton.cdiv(N, block_t), B * H)](
         q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, out,
-        *_strides(out), H, n, N, d, scale, HAS_BIAS=query_bias is not None, N_PAD=n_pad, D_PAD=d_pad,
-        BLOCK_T=block_t, IEEE=ieee, num_warps=_num_warps())
+        *_strides(out), H, n, N, d, scale, HAS_BIAS=query_bias is not None, **common)
     return out, agent_v, stats_agents
 
 
@@ -340,10 +346,8 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     (H, n, M) and d query_bias (H, N, n), each None where its bias is None or bias_grads says it is not needed."""
     B, H, N, d = q.shape
     n, M = agent.shape[2], k.shape[2]
-    n_pad, d_pad = _pad(n), _pad(d)
-    block_t = _block_tokens(n_pad)
-    ieee = q.dtype == torch.float32
-    common = dict(N_PAD=n_pad, D_PAD=d_pad, BLOCK_T=block_t, IEEE=ieee, num_warps=_num_warps())
+    common = _constants(q, n)
+    n_pad, d_pad, block_t = common['N_PAD'], common['D_PAD'], common['BLOCK_T']
 
     blocks = triton.cdiv(N, block_t)
     chunks, per_chunk = _split(B, blocks * H, q.device)
