@@ -2,7 +2,7 @@
 BENCHMARKS.md session 7.
 
     python tools/benchmark_parts.py                 # every part
-    python tools/benchmark_parts.py stages sdpa     # some: stages, dwc, split, sdpa, agent, agent_tiles
+    python tools/benchmark_parts.py stages sdpa     # some: stages, dwc, split, sdpa, agent, agent_tiles, agent_kernels
     SIZE=2048 BATCH=1 python tools/benchmark_parts.py stages
 
 stages: per stage of FLatten-Swin-T, Agent-Swin-T and timm's Swin-T (backbone at SIZE, batch BATCH), then the parts of
@@ -15,7 +15,9 @@ agent:  Agent-Swin-T's two attention steps at its stage shapes (batch 64 at 224)
         matmul, softmax, matmul ('matmul8' with the broadcast step's agents padded to a multiple of 8), GPU time (graph
         replay) and eager time per call (CUDA events, the host's launches included);
 agent_tiles: the agent kernels' launch settings (tokens per tile, warps, programs per SM) swept at those shapes, fused
-        forward + backward in graph replay: the fastest settings per stage and the default's time.
+        forward + backward in graph replay: the fastest settings per stage and the default's time;
+agent_kernels: the fused step's GPU time per kernel (torch.profiler) at each stage, at the default launch settings and
+        with more programs per SM (where the time of the kernels and of the partial sums between them goes).
 """
 import os
 import sys
@@ -358,6 +360,33 @@ def agent_tiles_probe():
               + ', '.join(f'{name} {us:.1f}' for name, us in best))
 
 
+def agent_kernels_probe():
+    """Per-kernel GPU time of the fused agent step (forward + backward) at Agent-Swin-T's training shapes."""
+    from torch.profiler import ProfilerActivity, profile
+    from linattn_vision.ops.agent import kernels as agent_kernels
+    print('\n## Agent kernels: GPU time per kernel of the fused forward + backward, bf16, batch 64 at 224 (us per step)')
+    reps = 20
+    for label, N, h, n in AGENT_STAGES:
+        fused = fused_agent_step(*agent_stage_inputs(N, h, n))
+        for setting in ({}, dict(programs_per_sm=8), dict(programs_per_sm=16)):
+            agent_kernels.CONFIG_OVERRIDE.update(setting)
+            try:
+                for _ in range(3):
+                    fused()
+                torch.cuda.synchronize()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(reps):
+                        fused()
+                    torch.cuda.synchronize()
+            finally:
+                agent_kernels.CONFIG_OVERRIDE.clear()
+            rows = sorted(((e.key, e.device_time_total / reps, e.count // reps) for e in prof.key_averages()
+                           if e.device_time_total > 0), key=lambda r: -r[1])
+            total = sum(us for _, us, _ in rows)
+            print(f'{label} (N={N}, {h} heads, {n} agents) {setting or "default"}: {total:.1f} us of kernels; '
+                  + '; '.join(f'{name[:48]} {us:.1f} ({calls}x)' for name, us, calls in rows))
+
+
 def stages_probe():
     torch.backends.cudnn.benchmark = False
     model, ins = per_stage('flatten_swin_t')
@@ -374,6 +403,6 @@ if __name__ == '__main__':
     if not torch.cuda.is_available():
         sys.exit('benchmark_parts.py needs a CUDA GPU')
     for part in sys.argv[1:] or ['stages', 'dwc', 'split', 'sdpa', 'agent']:
-        if part not in ('stages', 'dwc', 'split', 'sdpa', 'agent', 'agent_tiles'):
-            sys.exit(f'unknown part {part!r} (stages, dwc, split, sdpa, agent, agent_tiles)')
+        if part not in ('stages', 'dwc', 'split', 'sdpa', 'agent', 'agent_tiles', 'agent_kernels'):
+            sys.exit(f'unknown part {part!r} (stages, dwc, split, sdpa, agent, agent_tiles, agent_kernels)')
         globals()[part + '_probe']()

@@ -30,7 +30,7 @@ from linattn_vision.layers import fused_layer_norm  # noqa: E402
 CATEGORIES = (
     ('focused op', ('_fwd_state_kernel', '_fwd_out_kernel', '_bwd_q_kernel', '_bwd_kv_kernel')),
     ('depthwise conv', ('conv_depthwise', '_dwconv')),
-    ('attention (SDPA / agent)', ('fmha', 'flash', 'attention', 'sdpa', 'softmax', '_agent')),
+    ('attention (SDPA / agent)', ('fmha', 'flash', 'attention', 'sdpa', 'softmax', '_aggregate_', '_broadcast_')),
     ('matmul', ('gemm', 'xmma', 'cutlass', 'nvjet', 'sm90_', 'sm80_')),
     ('layer norm', ('layer_norm', 'LayerNorm', '_ln_')),
     ('optimizer', ('multi_tensor', 'adam', 'Adam')),

@@ -30,20 +30,22 @@ def _pad(x: int) -> int:
 
 
 # Launch settings a sweep may override (tools/benchmark_parts.py agent_tiles): 'block_t' (tokens per tile),
-# 'num_warps', 'programs_per_sm' (the grids' target). The defaults are first guesses, not yet tuned on a GPU.
+# 'num_warps', 'programs_per_sm' (the grids' target). The defaults are the sweep's best at Agent-Swin-T's training
+# shapes on an H100 (session 19: 64 tokens per tile and 4 warps at every stage; 4 programs per SM with 49 agents,
+# 2 with 9 or 16: fused forward + backward 287 / 160 / 274 us at stages 1-3 against 331 / 177 / 298 before).
 CONFIG_OVERRIDE: dict = {}
 
 
 def _block_tokens(n_pad: int) -> int:
-    """Tokens per tile: [BLOCK_T, n_pad] fp32 score tiles of 2048 to 4096 values (4 warps)."""
-    return CONFIG_OVERRIDE.get('block_t') or max(32, min(128, 4096 // n_pad))
+    """Tokens per tile: [BLOCK_T, n_pad] fp32 score tiles of at most 4096 values (4 warps)."""
+    return CONFIG_OVERRIDE.get('block_t') or max(32, min(64, 4096 // n_pad))
 
 
-def _split(units, programs_per_unit, device):
-    """(parts, units per part) that cut `units` (token blocks, batches) into about two programs per SM in all, each
-    part whole units. Plain or symbolic integers (torch.compile with dynamic shapes: sym_min / sym_max do not guard,
-    so the grid stays an expression of the sizes)."""
-    target = CONFIG_OVERRIDE.get('programs_per_sm', 2) * sm_count(device)
+def _split(units, programs_per_unit, device, n_pad):
+    """(parts, units per part) that cut `units` (token blocks, batches) into about 2 (4 with 64 padded agents)
+    programs per SM in all, each part whole units. Plain or symbolic integers (torch.compile with dynamic shapes:
+    sym_min / sym_max do not guard, so the grid stays an expression of the sizes)."""
+    target = CONFIG_OVERRIDE.get('programs_per_sm', 4 if n_pad >= 64 else 2) * sm_count(device)
     parts = torch.sym_max(1, torch.sym_min(units, triton.cdiv(target, programs_per_unit)))
     per_part = triton.cdiv(units, parts)
     return triton.cdiv(units, per_part), per_part
@@ -324,7 +326,7 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     common = _constants(q, n)
     n_pad, d_pad, block_t = common['N_PAD'], common['D_PAD'], common['BLOCK_T']
     # aggregation: token blocks split across programs, every split starting inside the tokens
-    splits, per_split = _split(triton.cdiv(M, block_t), B * H, q.device)
+    splits, per_split = _split(triton.cdiv(M, block_t), B * H, q.device, n_pad)
     part = torch.empty(splits, B * H, n_pad * (d_pad + 2), dtype=torch.float32, device=q.device)
     _launcher(_aggregate_fwd_kernel, traceable)[(splits, B * H)](
         agent, *_strides(agent), k, *_strides(k), v, *_strides(v), q if agent_bias is None else agent_bias, part,
@@ -350,7 +352,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     n_pad, d_pad, block_t = common['N_PAD'], common['D_PAD'], common['BLOCK_T']
 
     blocks = triton.cdiv(N, block_t)
-    chunks, per_chunk = _split(B, blocks * H, q.device)
+    chunks, per_chunk = _split(B, blocks * H, q.device, n_pad)
     grad_query_bias = query_bias is not None and bias_grads[1]
     dq = _head_major(B, H, N, d, q.dtype, q.device)
     part = torch.empty(blocks, 2, B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
@@ -363,7 +365,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     dagent, dagent_v = part.sum(0)
 
     blocks = triton.cdiv(M, block_t)
-    chunks, per_chunk = _split(B, blocks * H, q.device)
+    chunks, per_chunk = _split(B, blocks * H, q.device, n_pad)
     grad_agent_bias = agent_bias is not None and bias_grads[0]
     dk = _head_major(B, H, M, d, k.dtype, k.device)
     dv = _head_major(B, H, M, d, v.dtype, v.device)
