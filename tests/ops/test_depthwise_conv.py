@@ -91,6 +91,72 @@ def test_torch_path_matches_float64_with_gradients():
         torch.testing.assert_close(g.double(), r, rtol=1e-5, atol=1e-5)
 
 
+def _compiled_step_inputs(dtype):
+    gen = torch.Generator().manual_seed(2)
+    B, H, W, C, group, K = 2, 5, 7, 24, 8, 3
+    qkv = torch.randn(B, H * W, 3 * C, generator=gen, dtype=dtype, requires_grad=True)
+    weight = torch.randn(group, 1, K, K, generator=gen, dtype=dtype, requires_grad=True)
+    bias = torch.randn(group, generator=gen, dtype=dtype, requires_grad=True)
+    residual = torch.randn(B, H * W, C, generator=gen, dtype=dtype, requires_grad=True)
+    return (qkv, weight, bias, residual), (H, W), torch.randn(B, H * W, C, generator=gen, dtype=dtype)
+
+
+def test_compiled_path_is_one_opaque_op_with_float64_gradients():
+    """Under torch.compile the conv is the custom op linattn::depthwise_conv_grid: the forward graph inductor gets has
+    no aten.convolution (whose count switches on inductor's layout optimisation: see the op's module note), and
+    output and every gradient stay float64's."""
+    forward_graphs = []
+
+    def fw_compiler(gm, example_inputs):
+        forward_graphs.append(gm)
+        return make_boxed_func(gm)
+
+    def dwc(qkv, weight, bias, residual, hw):
+        C = residual.shape[-1]
+        return depthwise_conv_tokens(qkv[..., 2 * C:], weight, bias, hw, residual)
+
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+    torch._dynamo.reset()
+    compiled = torch.compile(dwc, backend=aot_autograd(fw_compiler=fw_compiler), fullgraph=True)
+    leaves, hw, dout = _compiled_step_inputs(torch.float64)
+    out = compiled(*leaves, hw)
+    grads = torch.autograd.grad(out, leaves, dout)
+    targets = {node.target for node in forward_graphs[0].graph.nodes if node.op == 'call_function'}
+    assert torch.ops.linattn.depthwise_conv_grid.default in targets
+    assert torch.ops.aten.convolution.default not in targets
+    C = leaves[3].shape[-1]
+    ref_leaves = [t.detach().requires_grad_() for t in leaves]
+    ref = _reference(ref_leaves[0][..., 2 * C:], *ref_leaves[1:3], hw, ref_leaves[3])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip(grads, torch.autograd.grad(ref, ref_leaves, dout)):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_path_under_autocast_gives_eagers_dtype_and_values():
+    leaves, hw, dout = _compiled_step_inputs(torch.float32)
+    qkv, weight, bias, residual = leaves
+    C = residual.shape[-1]
+
+    def dwc(qkv, weight, bias, residual):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            return depthwise_conv_tokens(qkv[..., 2 * C:].bfloat16(), weight, bias, hw, residual.bfloat16())
+
+    torch._dynamo.reset()
+    eager, compiled = dwc(*leaves), torch.compile(dwc, backend='aot_eager', fullgraph=True)(*leaves)
+    assert eager.dtype == compiled.dtype == torch.bfloat16
+    torch.testing.assert_close(compiled.float(), eager.float(), rtol=0, atol=0)
+
+
+def test_custom_op_registration():
+    """torch.library's own checks of the op: schema, fake (meta) output, autograd registration, AOT dispatch."""
+    (qkv, weight, bias, residual), (H, W), _ = _compiled_step_inputs(torch.float32)
+    C = residual.shape[-1]
+    x, full_weight, full_bias = qkv[..., 2 * C:], weight.repeat(3, 1, 1, 1), bias.repeat(3)
+    for args in ((x, full_weight, full_bias, H, W), (x, full_weight, None, H, W)):
+        torch.library.opcheck(torch.ops.linattn.depthwise_conv_grid.default, args)
+
+
 @pytest.mark.parametrize('weight_shape, x_shape, hw, match', [
     ((8, 1, 4, 4), (1, 6, 8), (2, 3), 'odd K'),
     ((8, 2, 3, 3), (1, 6, 8), (2, 3), r'\(group, 1, K, K\)'),

@@ -9,6 +9,13 @@ at FLatten-Swin-T stage 1 took 67.6 us at batch 1 and 1024x1024 against 203.5 us
 kernel on the strided view, the repeated weights, the add; copying v to a dense channels-last tensor for cuDNN first
 took as long, 221.2 us), 33.0 vs 116.8 us at stage 2, 181.9 vs 235.6 us at batch 64 and 224. Where a gradient is
 needed, under torch.compile, on CPU or without Triton, it is ``F.conv2d`` on v's (B, C, H, W) view and an add.
+
+Under torch.compile that conv is a custom op (``linattn::depthwise_conv_grid``, cuDNN / oneDNN inside, its backward
+``aten.convolution_backward``), so inductor's forward graph has no ``aten.convolution`` for it. With one per block,
+inductor counted enough convolutions to switch on its layout optimisation, which gives every 4D tensor of the graph
+NCHW's channels-last strides: the (B, H, W, C) maps of the Swin stages were then stored with H innermost, and
+compiled Agent-Swin-T training read them strided (its stage-1 LayerNorm backwards took 3x 0.32 + 3x 0.15 ms per
+step on an H100, session 19).
 """
 from typing import Optional, Sequence
 
@@ -62,8 +69,55 @@ def depthwise_conv_tokens(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
         if residual is not None:
             out_dtype = torch.promote_types(out_dtype, residual.dtype)
         return _kernels().depthwise_conv(x, weight, bias, (H, W), residual, out_dtype)
-    grid = x.transpose(1, 2).reshape(B, C, H, W)
     heads = C // group
-    out = F.conv2d(grid, weight.repeat(heads, 1, 1, 1), None if bias is None else bias.repeat(heads),
-                   padding=K // 2, groups=C).flatten(2).transpose(1, 2)
+    weight, bias = weight.repeat(heads, 1, 1, 1), None if bias is None else bias.repeat(heads)
+    if torch.compiler.is_compiling():
+        # the dtype autocast would give F.conv2d, cast outside the op (the op itself runs without autocast)
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        out = _conv_grid(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), H, W)
+    else:
+        out = _conv_tokens(x, weight, bias, H, W)
     return out if residual is None else residual + out
+
+
+def _grid(tokens: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(B, H*W, C) tokens as the (B, C, H, W) map they are (a view: channels-last strides for dense tokens)."""
+    B, N, C = tokens.shape
+    return tokens.transpose(1, 2).reshape(B, C, H, W)
+
+
+def _conv_tokens(x, weight, bias, H: int, W: int) -> torch.Tensor:
+    """Depthwise 'same' conv of the (B, H*W, C) tokens x with the full (C, 1, K, K) weight, as (B, H*W, C)."""
+    return F.conv2d(_grid(x, H, W), weight, bias, padding=weight.shape[-1] // 2,
+                    groups=x.shape[-1]).flatten(2).transpose(1, 2)
+
+
+@torch.library.custom_op('linattn::depthwise_conv_grid', mutates_args=())
+def _conv_grid(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], H: int, W: int) -> torch.Tensor:
+    """_conv_tokens, contiguous, for torch.compile (see the module note); inputs in one dtype."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _conv_tokens(x, weight, bias, H, W).contiguous()
+
+
+@_conv_grid.register_fake
+def _(x, weight, bias, H, W):
+    return x.new_empty(x.shape)
+
+
+def _conv_grid_setup(ctx, inputs, output):
+    x, weight, bias, H, W = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.hw, ctx.has_bias = (H, W), bias is not None
+
+
+def _conv_grid_backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    (H, W), K = ctx.hw, weight.shape[-1]
+    need = ctx.needs_input_grad
+    dx, dweight, dbias = torch.ops.aten.convolution_backward(
+        _grid(grad, H, W), _grid(x, H, W), weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1],
+        [K // 2, K // 2], [1, 1], False, [0, 0], x.shape[-1], [need[0], need[1], ctx.has_bias and need[2]])
+    return (None if dx is None else dx.flatten(2).transpose(1, 2)), dweight, dbias, None, None
+
+
+_conv_grid.register_autograd(_conv_grid_backward, setup_context=_conv_grid_setup)
