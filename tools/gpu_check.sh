@@ -19,9 +19,10 @@
 #            (tools/benchmark_parts.py, ~3 min)
 #   agent-routes  the last of those alone: Agent-Swin-T's attention steps trained on the Triton kernels, on SDPA or
 #            as matmuls, per stage (~1 min; session 18 on an H100: kernels 0.35 ms at stage 1, SDPA 2.87)
-#   agent-tiles  the agent kernels' launch settings swept at those shapes (kernels.CONFIG_OVERRIDE; ~3-4 min?)
-#   agent-profile  per-kernel CUDA time of Agent-Swin-T vs Swin-T training, eager and compiled (what keeps compiled
-#            Agent-Swin-T at 0.91x Swin-T's, session 18)
+#   agent-tiles  the agent kernels' launch settings swept at those shapes (kernels.CONFIG_OVERRIDE; ~1.5 min)
+#   agent-kernels  the fused agent step's GPU time per kernel at those shapes (torch.profiler; <1 min)
+#   agent-profile  per-kernel CUDA time of Agent-Swin-T vs Swin-T training, eager and compiled (~5 min: its
+#            compiled half took ~4 min in session 19)
 #
 #   bash tools/gpu_check.sh                  # every part, in this order (longer than one 10-minute device call)
 #   bash tools/gpu_check.sh tests op         # some parts
@@ -62,10 +63,11 @@ for part in "${parts[@]}"; do
         parts) python tools/benchmark_parts.py ;;
         agent-routes) python tools/benchmark_parts.py agent ;;
         agent-tiles) python tools/benchmark_parts.py agent_tiles ;;
+        agent-kernels) python tools/benchmark_parts.py agent_kernels ;;
         agent-profile) python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --rows 14 &&
                        python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --compile \
                            --rows 14 ;;
-        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-profile)" >&2
+        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-kernels, agent-profile)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
