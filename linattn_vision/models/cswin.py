@@ -36,7 +36,7 @@ from ..layers.agent import AgentCore
 from ..layers.focused_linear import FocusedLinearCore
 from ..layers.norm import LayerNorm
 from ..layers.pos_embed import resize_axis, resize_tokens_grid, to_hw
-from ..ops import softmax_attention
+from ..ops import depthwise_conv_tokens, softmax_attention
 from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
     drop_stages_after, make_cfg, model_name
 
@@ -114,7 +114,7 @@ class LePEAttention(nn.Module):
         q, k, v = to_stripes(q), to_stripes(k), to_stripes(v)
         Bs, n, _ = q.shape
         # LePE: depthwise conv on v inside each stripe, zero padding at the stripe border
-        lepe = _from_map(self.get_v(v.transpose(1, 2).reshape(Bs, C, sh, sw)))
+        lepe = depthwise_conv_tokens(v, self.get_v.weight, self.get_v.bias, (sh, sw))
 
         mask = None
         if pad_h or pad_w:
@@ -151,8 +151,7 @@ class FocusedLinearBranch(FocusedLinearCore):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         hw = to_hw(hw)
-        lepe = _from_map(self.get_v(_to_map(v, hw)))
-        return self.attend(q, k, v, hw) + lepe
+        return depthwise_conv_tokens(v, self.get_v.weight, self.get_v.bias, hw, self.attend(q, k, v, hw))  # + LePE
 
 
 class AgentBranch(AgentCore):
@@ -167,8 +166,7 @@ class AgentBranch(AgentCore):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         hw = to_hw(hw)
-        lepe = _from_map(self.get_v(_to_map(v, hw)))
-        return self.attend(q, k, v, hw) + lepe
+        return depthwise_conv_tokens(v, self.get_v.weight, self.get_v.bias, hw, self.attend(q, k, v, hw))  # + LePE
 
 
 class CSWinBlock(nn.Module):

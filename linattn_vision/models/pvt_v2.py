@@ -22,6 +22,7 @@ from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import FocusedLinearAttention, LayerNorm, to_hw
+from ..ops import depthwise_conv_tokens
 from ._builder import TimmApiMixin, build_official_model, drop_stages_after, make_cfg, stage_intermediates
 from .pvt import Block, check_image_batch, filter_state_dict, stage_args
 
@@ -54,9 +55,8 @@ class DWConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim)
 
     def forward(self, x: torch.Tensor, feat_size: FeatSize) -> torch.Tensor:
-        B, N, C = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(B, C, feat_size[0], feat_size[1]))
-        return x.flatten(2).transpose(1, 2)
+        # (the attention's DWC op: a Triton kernel in CUDA inference, a custom op under torch.compile)
+        return depthwise_conv_tokens(x, self.dwconv.weight, self.dwconv.bias, feat_size)
 
 
 class MlpWithDepthwiseConv(nn.Module):

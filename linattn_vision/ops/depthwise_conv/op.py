@@ -1,4 +1,5 @@
-"""Depthwise convolution on a token grid, plus a residual: FLatten's DWC branch (``x + dwc(v)``).
+"""Depthwise convolution on a token grid, plus a residual: FLatten's and Agent's DWC branch (``x + dwc(v)``), and
+PVTv2's mix-FFN conv (no residual).
 
 One head's K x K kernel is shared by all heads (official FLatten: a ``head_dim``-channel conv applied per head), so
 ``weight`` has ``group`` channels and channel c of the C = heads * group input uses kernel ``c % group``.
