@@ -287,9 +287,9 @@ class PatchMerging(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = pad_to_windows(x, (2, 2))
         B, H, W, C = x.shape
-        # (B, H/2, 2, W/2, 2, C) -> (B, H/2, W/2, col offset, row offset, C): the official order with one view and
-        # permute instead of a cat of four strided slices (under torch.compile the cat's backward set a
-        # column-major order on the stage's saved activations, and their LayerNorm backward read them strided)
+        # (B, H/2, 2, W/2, 2, C) -> (B, H/2, W/2, col offset, row offset, C): the official order by one view and
+        # permute, as timm's Swin, not a cat of four strided slices (whose gradient inductor built from slice
+        # scatters, in a column-major layout while its layout optimisation was on)
         x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
         return self.reduction(self.norm(x))
 

@@ -13,10 +13,10 @@ needed, under torch.compile, on CPU or without Triton, it is ``F.conv2d`` on v's
 
 Under torch.compile that conv is a custom op (``linattn::depthwise_conv_grid``, cuDNN / oneDNN inside, its backward
 ``aten.convolution_backward``), so inductor's forward graph has no ``aten.convolution`` for it. With one per block,
-inductor counted enough convolutions to switch on its layout optimisation, which gives every 4D tensor of the graph
-NCHW's channels-last strides: the (B, H, W, C) maps of the Swin stages were then stored with H innermost, and
-compiled Agent-Swin-T training read them strided (its stage-1 LayerNorm backwards took 3x 0.32 + 3x 0.15 ms per
-step on an H100, session 19).
+inductor counted enough convolutions to switch on its layout optimisation, which gives the 4D tensors that feed or
+follow a convolution (through any op but bmm) NCHW's channels-last strides: the Swin stages' (B, H, W, C)
+LayerNorm outputs upstream of each DWC were then stored with H innermost, and compiled Agent-Swin-T training read
+them strided (its stage-1 LayerNorm backwards took 3x 0.32 + 3x 0.15 ms per step on an H100, session 19).
 """
 from typing import Optional, Sequence
 
