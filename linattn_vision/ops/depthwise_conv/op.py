@@ -71,7 +71,8 @@ def depthwise_conv_tokens(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
             out_dtype = torch.promote_types(out_dtype, residual.dtype)
         return _kernels().depthwise_conv(x, weight, bias, (H, W), residual, out_dtype)
     heads = C // group
-    weight, bias = weight.repeat(heads, 1, 1, 1), None if bias is None else bias.repeat(heads)
+    if heads > 1:  # (one kernel per channel already: no copy)
+        weight, bias = weight.repeat(heads, 1, 1, 1), None if bias is None else bias.repeat(heads)
     if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # (exported graphs: plain aten ops)
         # the dtype autocast would give F.conv2d, cast outside the op (the op itself runs without autocast)
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
