@@ -9,6 +9,7 @@ counts depend on the ptxas version (the GPU machine's Triton may bundle another 
 
     python tools/kernel_resources.py                       # Swin-T stage 1, bf16, the tuned launch configurations
     python tools/kernel_resources.py --shape pvt_s1 --dtype fp16
+    python tools/kernel_resources.py --agents 9 16 49      # the agent-attention kernels at Agent-Swin-T's stages
 """
 import argparse
 import os
@@ -26,19 +27,28 @@ from benchmark_attention import SHAPES  # noqa: E402  (the op benchmark's shapes
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
 # pointers to fp32 buffers; every other pointer has the inputs' dtype
 FP32_POINTERS = {'pos_ptr', 'scale_ptr', 'part_ptr', 'state_ptr', 'qgrad_ptr'}
+# the agent kernels' fp32 buffers (partials, V_A and its gradient, softmax statistics, bias gradients)
+AGENT_FP32_POINTERS = {'part_ptr', 'va_ptr', 'dva_ptr', 'stats_ptr', 'dbias_ptr'}
 
 
-def _signature(kernel, dtype_name, constexprs):
-    """Triton signature of one of the op's kernels: pointer and i32 arguments by name, constants."""
+def _signature(kernel, dtype_name, constexprs, fp32_pointers=FP32_POINTERS):
+    """Triton signature of a kernel: pointer, i32 and (`scale`) fp32 arguments by name, constants."""
     sig = {}
     for name in kernel.arg_names:
         if name in constexprs:
             sig[name] = 'constexpr'
         elif name.endswith('_ptr'):
-            sig[name] = '*fp32' if name in FP32_POINTERS else f'*{dtype_name}'
+            sig[name] = '*fp32' if name in fp32_pointers else f'*{dtype_name}'
         else:
-            sig[name] = 'i32'
+            sig[name] = 'fp32' if name == 'scale' else 'i32'
     return sig
+
+
+def _counts(compiled, nvidia_bin: str) -> dict:
+    usage = _resource_usage(compiled.asm['cubin'], os.path.join(nvidia_bin, 'cuobjdump'))
+    return dict(regs=usage['REG'], stack=usage['STACK'], shared=compiled.metadata.shared,
+                converts=compiled.asm['ttgir'].count('ttg.convert_layout'),
+                barriers=compiled.asm['ptx'].count('bar.sync'))
 
 
 def _resource_usage(cubin: bytes, cuobjdump: str) -> dict:
@@ -94,12 +104,37 @@ def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
     results = {}
     for name in ('fwd_state', 'fwd_out', 'bwd_q', 'bwd_kv'):
         compiled, cfg = compile_pass(name, shape, dtype_name)
-        usage = _resource_usage(compiled.asm['cubin'], os.path.join(nvidia_bin, 'cuobjdump'))
-        results[name] = dict(regs=usage['REG'], stack=usage['STACK'], shared=compiled.metadata.shared,
-                             converts=compiled.asm['ttgir'].count('ttg.convert_layout'),
-                             barriers=compiled.asm['ptx'].count('bar.sync'),
+        results[name] = dict(_counts(compiled, nvidia_bin),
                              config=f"BLOCK_N={cfg['BLOCK_N']} warps={cfg['num_warps']} stages={cfg['num_stages']}"
                                     + (f" maxnreg={cfg['maxnreg']}" if cfg.get('maxnreg') else ''))
+    return results
+
+
+def agent_kernel_resources(n_agents: int, head_dim: int = 32, dtype_name: str = 'bf16'):
+    """The same counts for the five agent-attention kernels (ops/agent/kernels.py) at their default launch settings
+    for n_agents agents and head_dim, with both biases trained (Triton's default stages; pointers 16-byte aligned)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from linattn_vision.ops.agent import kernels
+
+    nvidia_bin = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
+    dtype = DTYPES[dtype_name]
+    common = kernels._constants(torch.empty(1, 1, 1, head_dim, dtype=dtype), n_agents)
+    options = dict(num_warps=common.pop('num_warps'))
+    results = {}
+    for kernel in (kernels._aggregate_fwd_kernel, kernels._aggregate_combine_kernel, kernels._broadcast_fwd_kernel,
+                   kernels._broadcast_bwd_kernel, kernels._aggregate_bwd_kernel):
+        constexprs = {k: v for k, v in dict(common, HAS_BIAS=True, BIAS_GRAD=True).items() if k in kernel.arg_names}
+        signature = _signature(kernel, dtype_name, constexprs, AGENT_FP32_POINTERS)
+        src = ASTSource(kernel, signature, constexprs=constexprs,
+                        attrs={(i,): [['tt.divisibility', 16]] for i, arg in enumerate(kernel.arg_names)
+                               if arg.endswith('_ptr')})
+        compiled = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
+        results[kernel.__name__.strip('_')] = dict(
+            _counts(compiled, nvidia_bin),
+            config=f"BLOCK_T={common['BLOCK_T']} N_PAD={common['N_PAD']} D_PAD={common['D_PAD']} "
+                   f"warps={options['num_warps']}")
     return results
 
 
@@ -107,11 +142,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--shape', default='swin_s1', choices=list(SHAPES))
     parser.add_argument('--dtype', default='bf16', choices=list(DTYPES))
+    parser.add_argument('--agents', type=int, nargs='+', metavar='N',
+                        help='the agent kernels for these agent counts (head dim 32) instead of the focused op')
     args = parser.parse_args(argv)
-    print(f'# sm_90, {args.shape}, {args.dtype}: per thread registers / spill stack bytes, shared bytes per program')
-    for name, r in kernel_resources(args.shape, args.dtype).items():
-        print(f"{name:10} regs {r['regs']:4d}  stack {r['stack']:4d}  shared {r['shared']:7d}  "
-              f"layout conversions {r['converts']:3d}  bar.sync {r['barriers']:3d}  ({r['config']})", flush=True)
+    runs = ([(f'{n} agents', agent_kernel_resources(n, dtype_name=args.dtype)) for n in args.agents] if args.agents
+            else [(args.shape, kernel_resources(args.shape, args.dtype))])
+    for label, results in runs:
+        print(f'# sm_90, {label}, {args.dtype}: per thread registers / spill stack bytes, shared bytes per program')
+        for name, r in results.items():
+            print(f"{name:24} regs {r['regs']:4d}  stack {r['stack']:4d}  shared {r['shared']:7d}  "
+                  f"layout conversions {r['converts']:3d}  bar.sync {r['barriers']:3d}  ({r['config']})", flush=True)
 
 
 if __name__ == '__main__':
