@@ -19,6 +19,7 @@ agent_tiles: the agent kernels' launch settings (tokens per tile, warps, program
 agent_kernels: the fused step's GPU time per kernel (torch.profiler) at each stage, at the default launch settings and
         with more programs per SM (where the time of the kernels and of the partial sums between them goes).
 """
+import contextlib
 import os
 import sys
 import warnings
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_models import build, capture_graph, channels_last, cuda_time  # noqa: E402
 
 from linattn_vision.ops import depthwise_conv_tokens, focused_linear_attention, softmax_attention  # noqa: E402
+from linattn_vision.ops.agent import kernels as agent_kernels  # noqa: E402
 from linattn_vision.ops.agent import op as agent_op  # noqa: E402
 from linattn_vision.ops.agent.op import _attend  # noqa: E402
 from linattn_vision.ops.focused_linear import kernels as focused_kernels  # noqa: E402
@@ -337,24 +339,30 @@ def agent_probe():
         print(f'{label} (N={N}, {h} heads, {n} agents): ' + ', '.join(row))
 
 
+@contextlib.contextmanager
+def agent_launch_setting(setting: dict):
+    """The agent kernels launched with ``setting`` (kernels.CONFIG_OVERRIDE) inside the block."""
+    agent_kernels.CONFIG_OVERRIDE.update(setting)
+    try:
+        yield
+    finally:
+        agent_kernels.CONFIG_OVERRIDE.clear()
+
+
 def agent_tiles_probe():
     """The agent kernels' launch settings (kernels.CONFIG_OVERRIDE), swept at Agent-Swin-T's training shapes."""
-    from linattn_vision.ops.agent import kernels as agent_kernels
     print('\n## Agent kernels: launch settings, fused forward + backward, bf16, batch 64 at 224 (us, graph replay)')
     for label, N, h, n in AGENT_STAGES:
         fused = fused_agent_step(*agent_stage_inputs(N, h, n))
         times = {}
-        n_pad = max(16, 1 << (n - 1).bit_length())
         for setting in [{}] + [dict(block_t=t, num_warps=w, programs_per_sm=p)
                                for t in (16, 32, 64, 128) for w in (2, 4, 8) for p in (1, 2, 4)
-                               if t * n_pad <= 8192]:
-            agent_kernels.CONFIG_OVERRIDE.update(setting)
+                               if t * agent_kernels._pad(n) <= 8192]:
             try:
-                times[str(setting or 'default')] = cuda_time(capture_graph(fused), warmup=5, iters=40) * 1000
+                with agent_launch_setting(setting):
+                    times[str(setting or 'default')] = cuda_time(capture_graph(fused), warmup=5, iters=40) * 1000
             except Exception as e:  # noqa: BLE001 (a setting that does not compile is a line, not the end)
                 print(f'{label} {setting}: error {str(e).splitlines()[0][:80]}')
-            finally:
-                agent_kernels.CONFIG_OVERRIDE.clear()
         best = sorted(times.items(), key=lambda kv: kv[1])[:5]
         print(f'{label} (N={N}, {h} heads, {n} agents): default {times.get("default", float("nan")):.1f}; best: '
               + ', '.join(f'{name} {us:.1f}' for name, us in best))
@@ -363,14 +371,13 @@ def agent_tiles_probe():
 def agent_kernels_probe():
     """Per-kernel GPU time of the fused agent step (forward + backward) at Agent-Swin-T's training shapes."""
     from torch.profiler import ProfilerActivity, profile
-    from linattn_vision.ops.agent import kernels as agent_kernels
-    print('\n## Agent kernels: GPU time per kernel of the fused forward + backward, bf16, batch 64 at 224 (us per step)')
+    print('\n## Agent kernels: GPU time per kernel of the fused forward + backward, bf16, batch 64 at 224 '
+          '(us per step)')
     reps = 20
     for label, N, h, n in AGENT_STAGES:
         fused = fused_agent_step(*agent_stage_inputs(N, h, n))
         for setting in ({}, dict(programs_per_sm=8), dict(programs_per_sm=16)):
-            agent_kernels.CONFIG_OVERRIDE.update(setting)
-            try:
+            with agent_launch_setting(setting):
                 for _ in range(3):
                     fused()
                 torch.cuda.synchronize()
@@ -378,8 +385,6 @@ def agent_kernels_probe():
                     for _ in range(reps):
                         fused()
                     torch.cuda.synchronize()
-            finally:
-                agent_kernels.CONFIG_OVERRIDE.clear()
             rows = sorted(((e.key, e.device_time_total / reps, e.count // reps) for e in prof.key_averages()
                            if e.device_time_total > 0), key=lambda r: -r[1])
             total = sum(us for _, us, _ in rows)
@@ -402,7 +407,8 @@ def stages_probe():
 if __name__ == '__main__':
     if not torch.cuda.is_available():
         sys.exit('benchmark_parts.py needs a CUDA GPU')
-    for part in sys.argv[1:] or ['stages', 'dwc', 'split', 'sdpa', 'agent']:
-        if part not in ('stages', 'dwc', 'split', 'sdpa', 'agent', 'agent_tiles', 'agent_kernels'):
-            sys.exit(f'unknown part {part!r} (stages, dwc, split, sdpa, agent, agent_tiles, agent_kernels)')
+    parts = ('stages', 'dwc', 'split', 'sdpa', 'agent', 'agent_tiles', 'agent_kernels')
+    for part in sys.argv[1:] or parts[:5]:
+        if part not in parts:
+            sys.exit(f'unknown part {part!r} ({", ".join(parts)})')
         globals()[part + '_probe']()

@@ -44,8 +44,11 @@ def _signature(kernel, dtype_name, constexprs, fp32_pointers=FP32_POINTERS):
     return sig
 
 
-def _counts(compiled, nvidia_bin: str) -> dict:
-    usage = _resource_usage(compiled.asm['cubin'], os.path.join(nvidia_bin, 'cuobjdump'))
+def _counts(compiled) -> dict:
+    """Registers, spill stack, shared memory, layout conversions and barriers of a kernel compiled for sm_90."""
+    import triton
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'cuobjdump')
+    usage = _resource_usage(compiled.asm['cubin'], cuobjdump)
     return dict(regs=usage['REG'], stack=usage['STACK'], shared=compiled.metadata.shared,
                 converts=compiled.asm['ttgir'].count('ttg.convert_layout'),
                 barriers=compiled.asm['ptx'].count('bar.sync'))
@@ -98,13 +101,10 @@ def compile_pass(name: str, shape: str = 'swin_s1', dtype_name: str = 'bf16', sc
 
 def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
     """{pass name: {regs, stack, shared, converts, barriers}} for the passes' launch configurations at ``shape``."""
-    import triton
-
-    nvidia_bin = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
     results = {}
     for name in ('fwd_state', 'fwd_out', 'bwd_q', 'bwd_kv'):
         compiled, cfg = compile_pass(name, shape, dtype_name)
-        results[name] = dict(_counts(compiled, nvidia_bin),
+        results[name] = dict(_counts(compiled),
                              config=f"BLOCK_N={cfg['BLOCK_N']} warps={cfg['num_warps']} stages={cfg['num_stages']}"
                                     + (f" maxnreg={cfg['maxnreg']}" if cfg.get('maxnreg') else ''))
     return results
@@ -118,7 +118,6 @@ def agent_kernel_resources(n_agents: int, head_dim: int = 32, dtype_name: str = 
     from triton.compiler import ASTSource
     from linattn_vision.ops.agent import kernels
 
-    nvidia_bin = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
     dtype = DTYPES[dtype_name]
     common = kernels._constants(torch.empty(1, 1, 1, head_dim, dtype=dtype), n_agents)
     options = dict(num_warps=common.pop('num_warps'))
@@ -132,7 +131,7 @@ def agent_kernel_resources(n_agents: int, head_dim: int = 32, dtype_name: str = 
                                if arg.endswith('_ptr')})
         compiled = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
         results[kernel.__name__.strip('_')] = dict(
-            _counts(compiled, nvidia_bin),
+            _counts(compiled),
             config=f"BLOCK_T={common['BLOCK_T']} N_PAD={common['N_PAD']} D_PAD={common['D_PAD']} "
                    f"warps={options['num_warps']}")
     return results

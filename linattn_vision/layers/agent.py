@@ -238,15 +238,15 @@ class AgentAttention(AgentCore):
             q, k, v = self.qkv(x).reshape(B, N, 3, C).unbind(2)
             kv_hw = (H, W)
         out = self.attend(q, k, v, (H, W), kv_hw)
-        v_grid = v[:, P:]  # v as the projection wrote it (a strided slice: the Triton kernel reads it in place)
+        v_tokens = v[:, P:]  # v as the projection wrote it (a strided slice: the Triton kernel reads it in place)
         if kv_hw != (H, W):
-            v_grid = F.interpolate(v_grid.transpose(1, 2).reshape(B, C, *kv_hw), size=(H, W), mode='bilinear')
-            v_grid = v_grid.flatten(2).transpose(1, 2)
+            v_map = F.interpolate(v_tokens.transpose(1, 2).reshape(B, C, *kv_hw), size=(H, W), mode='bilinear')
+            v_tokens = v_map.flatten(2).transpose(1, 2)
         # the DWC and its add in one pass (one Triton kernel in inference on CUDA; a custom op under torch.compile)
         if P:
-            out = torch.cat([out[:, :P], depthwise_conv_tokens(v_grid, self.dwc.weight, self.dwc.bias, (H, W),
+            out = torch.cat([out[:, :P], depthwise_conv_tokens(v_tokens, self.dwc.weight, self.dwc.bias, (H, W),
                                                                out[:, P:])], dim=1)
         else:
-            out = depthwise_conv_tokens(v_grid, self.dwc.weight, self.dwc.bias, (H, W), out)
+            out = depthwise_conv_tokens(v_tokens, self.dwc.weight, self.dwc.bias, (H, W), out)
         out = self.proj(out)
         return self.proj_drop(out)

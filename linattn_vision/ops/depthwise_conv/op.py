@@ -63,10 +63,7 @@ def depthwise_conv_tokens(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
         raise ValueError(f'depthwise_conv_tokens: x of shape {tuple(x.shape)} does not fit a {H}x{W} grid of '
                          f'channels divisible by {group}')
     if _runs_fused(x, weight, bias, residual):
-        if torch.is_autocast_enabled(x.device.type):
-            out_dtype = torch.get_autocast_dtype(x.device.type)
-        else:
-            out_dtype = x.dtype
+        out_dtype = _conv_dtype(x)
         if residual is not None:
             out_dtype = torch.promote_types(out_dtype, residual.dtype)
         return _kernels().depthwise_conv(x, weight, bias, (H, W), residual, out_dtype)
@@ -75,11 +72,16 @@ def depthwise_conv_tokens(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
         weight, bias = weight.repeat(heads, 1, 1, 1), None if bias is None else bias.repeat(heads)
     if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # (exported graphs: plain aten ops)
         # the dtype autocast would give F.conv2d, cast outside the op (the op itself runs without autocast)
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        dtype = _conv_dtype(x)
         out = _conv_grid(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), H, W)
     else:
         out = _conv_tokens(x, weight, bias, H, W)
     return out if residual is None else residual + out
+
+
+def _conv_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype F.conv2d of x computes in: autocast's where it is on for x's device, else x's."""
+    return torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
 
 
 def _grid(tokens: torch.Tensor, H: int, W: int) -> torch.Tensor:
