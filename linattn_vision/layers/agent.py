@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from ..ops import adaptive_avg_pool_tokens, agent_attention, depthwise_conv_tokens
+from ..ops import adaptive_avg_pool_tokens, agent_attention_tokens, depthwise_conv_tokens
 from ..ops.agent import dense_bias
 from .norm import LayerNorm
 from .pos_embed import GridCache, resize_axis, resize_grid, to_hw
@@ -158,11 +158,8 @@ class AgentCore(nn.Module):
                              f'{P} prefix tokens + the grids {hw[0]}x{hw[1]} / {kv_hw[0]}x{kv_hw[1]}')
         agent = self.agent_tokens(q, hw)
         agent_bias, query_bias = self.position_biases(hw, kv_hw, q.dtype)
-        h, d = self.num_heads, self.head_dim
-        q, k, v, agent = (t.reshape(B, -1, h, d).transpose(1, 2) for t in (q, k, v, agent))
-        x = agent_attention(q, k, v, agent, agent_bias, query_bias, scale=self.scale,
-                            dropout_p=self.attn_drop if self.training else 0.)
-        return x.transpose(1, 2).reshape(B, N, C)
+        return agent_attention_tokens(q, k, v, agent, self.num_heads, agent_bias, query_bias, scale=self.scale,
+                                      dropout_p=self.attn_drop if self.training else 0.)
 
     def extra_repr(self) -> str:
         shape = f', agent_shape={self.agent_shape}' if self.agent_shape != self.agent_grid else ''

@@ -73,11 +73,23 @@ def _errors(device, dtype):
         out = agent_op.agent_attention(*leaves)
         runs.append([out, *torch.autograd.grad(out, leaves, grad.to(device, dtype))])
     results['deterministic'] = all(torch.equal(a, b) for a, b in zip(*runs))
+    # token-major inputs (agent_attention_tokens: the kernels split and merge the heads in place): the same numbers,
+    # bitwise, as head-split inputs with the same values
+    *inputs, grad = _inputs(*CASES[2][1:], seed=0)
+    H = CASES[2][2]
+    head_split = [t.to(device, dtype).requires_grad_() for t in inputs]
+    out = agent_op.agent_attention(*head_split)
+    expected = [agent_op._merge_heads(t) for t in (out, *torch.autograd.grad(out, head_split[:4], grad.to(device, dtype)))]
+    tokens = [agent_op._merge_heads(t.detach()).requires_grad_() for t in head_split[:4]]
+    fused = agent_op._runs_fused(*tokens, *head_split[4:], dropout_p=0.0, heads=H)
+    out = agent_op.agent_attention_tokens(*tokens, H, *head_split[4:])
+    got = [out, *torch.autograd.grad(out, tokens, agent_op._merge_heads(grad.to(device, dtype)))]
+    results['token_major'] = fused and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(got, expected))
     return results
 
 
 def _check(results, dtype):
-    assert results.pop('deterministic')
+    assert results.pop('deterministic') and results.pop('token_major')
     for name, r in results.items():
         assert r['fused'] and r['finite'] and r['shapes_ok'], (name, r)
         # within the dtype's tolerance, or (ill-conditioned cases: scores in the thousands lose digits in any fp32
@@ -134,6 +146,7 @@ def _dispatch(device):
     """Which calls the kernels take (on CPU tensors: only under the interpreter): training calls only."""
     q, k, v, agent, agent_bias, query_bias, _ = (t.to(device, torch.float32).requires_grad_()
                                                  for t in _inputs(2, 3, 20, 20, 9, 16, True, 1.0, seed=0))
+    tokens = [agent_op._merge_heads(t) for t in (q, k, v, agent)]
 
     def fused(*args, dropout_p=0.0):
         return agent_op._runs_fused(*args, dropout_p=dropout_p)
@@ -155,13 +168,16 @@ def _dispatch(device):
         'switched_off': switched_off,
         'frozen_biases': fused(q, k, v, agent, agent_bias.detach(), query_bias.detach()),
         'inference': fused(*(t.detach() for t in (q, k, v, agent, agent_bias, query_bias))),
+        # token-major inputs (agent_attention_tokens), 3 heads of 16 channels; 5 heads do not divide 48 channels
+        'tokens': agent_op._runs_fused(*tokens, agent_bias, query_bias, 0.0, heads=3),
+        'tokens_heads_not_dividing': agent_op._runs_fused(*tokens, None, None, 0.0, heads=5),
     }
 
 
 EXPECTED_DISPATCH = {'plain': True, 'no_biases': True, 'dropout': False, 'bias_per_batch': False,
                      'bias_shared_by_heads': False, 'bias_strided': False, 'mixed_dtypes': False, 'float64': False,
                      '65_agents': False, 'batch_x_heads_over_grid': False, 'switched_off': False,
-                     'frozen_biases': True, 'inference': False}
+                     'frozen_biases': True, 'inference': False, 'tokens': True, 'tokens_heads_not_dividing': False}
 
 
 def test_dispatch_in_interpreter():

@@ -1,4 +1,5 @@
-from .op import agent_attention, agent_attention_reference, dense_bias
+from .op import agent_attention, agent_attention_reference, agent_attention_tokens, dense_bias
 from .pooling import adaptive_avg_pool_tokens
 
-__all__ = ['adaptive_avg_pool_tokens', 'agent_attention', 'agent_attention_reference', 'dense_bias']
+__all__ = ['adaptive_avg_pool_tokens', 'agent_attention', 'agent_attention_reference', 'agent_attention_tokens',
+           'dense_bias']

@@ -136,21 +136,31 @@ def _bias_fits(bias, heads: int, rows: int, cols: int) -> bool:
             and bias.is_contiguous())
 
 
-def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float) -> bool:
+def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float, heads: Optional[int] = None) -> bool:
     """Whether the Triton kernels take this call (see the module note): in training only. Their backward is what
     SDPA does badly (Agent-Swin-T's attention steps trained at batch 64: 0.35 vs 2.87 ms at stage 1, 0.18 vs 0.74
     at stage 2, 0.34 vs 0.41 at stage 3, H100); inference stays on SDPA, whose forward is fast (the whole model's
-    eager inference at batch 64 ran at 6090 img/s on SDPA, 4431 on the kernels)."""
+    eager inference at batch 64 ran at 6090 img/s on SDPA, 4431 on the kernels). heads: the inputs are token-major,
+    (B, T, heads * d) (agent_attention_tokens), else head-split (B, H, T, d)."""
     if not FUSED.on or dropout_p > 0.0 or not (q.is_cuda or INTERPRET):
         return False
     if not needs_grad(q, k, v, agent, agent_bias, query_bias):
         return False
-    if q.dim() != 4 or agent.dim() != 4 or k.shape != v.shape:
-        return False
-    B, H, N, d = q.shape
-    n, M = agent.shape[2], k.shape[2]
-    if (k.shape[:2] != (B, H) or agent.shape[:2] != (B, H) or k.shape[3] != d or agent.shape[3] != d
-            or n > MAX_AGENTS or d > MAX_HEAD_DIM or 0 in (B, H, N, n, M, d)):
+    if heads is None:
+        if q.dim() != 4 or agent.dim() != 4 or k.shape != v.shape:
+            return False
+        B, H, N, d = q.shape
+        n, M = agent.shape[2], k.shape[2]
+        if k.shape[:2] != (B, H) or agent.shape[:2] != (B, H) or k.shape[3] != d or agent.shape[3] != d:
+            return False
+    else:
+        if q.dim() != 3 or agent.dim() != 3 or k.shape != v.shape or heads < 1 or q.shape[2] % heads:
+            return False
+        (B, N, C), H, d = q.shape, heads, q.shape[2] // heads
+        n, M = agent.shape[1], k.shape[1]
+        if k.shape[0] != B or agent.shape[0] != B or k.shape[2] != C or agent.shape[2] != C:
+            return False
+    if n > MAX_AGENTS or d > MAX_HEAD_DIM or 0 in (B, H, N, n, M, d):
         return False
     if B * H > MAX_GRID_Y:  # the forward grids put batch x heads on CUDA's second grid axis
         return False
@@ -161,6 +171,16 @@ def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float) -> boo
     if torch.compiler.is_compiling():
         return q.is_cuda and TRITON_FOUND  # interpreted kernels cannot be traced
     return load_kernels(__package__ + '.kernels') is not None
+
+
+def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, heads * d) -> (B, heads, T, d), a view."""
+    return t.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _merge_heads(t: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, d) -> (B, T, H * d): a view where t is laid out (B, T, H, d), as the kernels write their outputs."""
+    return t.transpose(1, 2).flatten(2)
 
 
 def _unit_last_stride(t):
@@ -219,26 +239,38 @@ def _eager_backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats
 
 class _EagerAgentAttention(torch.autograd.Function):
     """The registered ops' forward and backward for eager calls, without the dispatcher's host time per call
-    (torch.compile still sees the registered op)."""
+    (torch.compile still sees the registered op). heads: token-major inputs and output, (B, T, heads * d), whose
+    heads the kernels read and write in place (views made here record no autograd nodes)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, agent, agent_bias, query_bias, scale):
+    def forward(ctx, q, k, v, agent, agent_bias, query_bias, scale, heads):
+        ctx.heads = heads
+        if heads is not None:
+            q, k, v, agent = (_split_heads(t, heads) for t in (q, k, v, agent))
         output = _kernel_module().forward(q, k, v, agent, agent_bias, query_bias, scale)
         _setup_context(ctx, (q, k, v, agent, agent_bias, query_bias, scale), output)
-        return output[0]
+        return output[0] if heads is None else _merge_heads(output[0])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
-        return _backward(ctx, dout, backward=_eager_backward)
+        if ctx.heads is not None:
+            dout = _split_heads(_unit_last_stride(dout), ctx.heads)
+        grads = _backward(ctx, dout, backward=_eager_backward)
+        if ctx.heads is not None:
+            grads = tuple(_merge_heads(g) for g in grads[:4]) + grads[4:]
+        return grads + (None,)
 
 
-def _fused(q, k, v, agent, agent_bias, query_bias, scale: float):
+def _fused(q, k, v, agent, agent_bias, query_bias, scale: float, heads: Optional[int] = None):
     q, k, v, agent = (_unit_last_stride(t) for t in (q, k, v, agent))
     args = (q, k, v, agent, agent_bias, query_bias, float(scale))
     if torch.compiler.is_compiling():
-        return torch.ops.linattn.agent_attention_fwd(*args)[0]
-    return _EagerAgentAttention.apply(*args)
+        if heads is None:
+            return torch.ops.linattn.agent_attention_fwd(*args)[0]
+        split = tuple(_split_heads(t, heads) for t in args[:4])
+        return _merge_heads(torch.ops.linattn.agent_attention_fwd(*split, *args[4:])[0])
+    return _EagerAgentAttention.apply(*args, heads)
 
 
 # ------------------------------------------------------------------------------------------------ the core
@@ -266,6 +298,27 @@ def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None
     else:
         agent_v = softmax_attention(agent, k, v, agent_bias, dropout_p=dropout_p, scale=scale)
     return softmax_attention(q, agent, agent_v, query_bias, dropout_p=dropout_p, scale=scale)
+
+
+def agent_attention_tokens(q, k, v, agent, num_heads: int, agent_bias=None, query_bias=None, scale=None,
+                           dropout_p: float = 0.0):
+    """:func:`agent_attention` on token-major tensors (what AgentAttention's projections give):
+        q: (B, N, C), k, v: (B, Nk, C), agent: (B, n, C), C = num_heads * d; biases as agent_attention's
+    Returns: (B, N, C)
+    Eager training on the kernels reads and writes the heads in place: no head split or merge ops, whose autograd
+    nodes (about twenty per call, forward and backward) cost host time in a training step that is bound by it.
+    """
+    if scale is None:
+        scale = (q.shape[-1] // num_heads) ** -0.5
+    if agent_bias is not None:
+        agent_bias = agent_bias.to(q.dtype)
+    if query_bias is not None:
+        query_bias = query_bias.to(q.dtype)
+    if _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p, heads=num_heads):
+        return _fused(q, k, v, agent, agent_bias, query_bias, scale, heads=num_heads)
+    out = agent_attention(*(_split_heads(t, num_heads) for t in (q, k, v, agent)), agent_bias, query_bias,
+                          scale=scale, dropout_p=dropout_p)
+    return _merge_heads(out)
 
 
 def agent_attention_reference(q, k, v, agent, agent_bias=None, query_bias=None, scale=None):
