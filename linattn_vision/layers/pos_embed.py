@@ -59,9 +59,11 @@ def _row_col_matrices(old_hw, new_hw, mode: str, device, dtype):
 
 @constant_cache(maxsize=16)
 def _grid_matrix(old_hw: tuple, new_hw: tuple, mode: str, device, dtype) -> torch.Tensor:
-    """(H*W, H0*W0): the Kronecker product of the row and column matrices."""
+    """(H0*W0, H*W): the Kronecker product of the row and column matrices, transposed (a grid's flattened values
+    times it give the resized grid: no transpose op per call)."""
     rows, cols = _row_col_matrices(old_hw, new_hw, mode, device, dtype)
-    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(rows.shape[0] * cols.shape[0], -1)
+    kron = rows[:, None, :, None] * cols[None, :, None, :]  # (H, W, H0, W0)
+    return kron.reshape(rows.shape[0] * cols.shape[0], -1).t().contiguous()
 
 
 def resize_grid(t: torch.Tensor, size: Sequence[int], mode: str = 'bilinear') -> torch.Tensor:
@@ -86,7 +88,7 @@ def resize_grid(t: torch.Tensor, size: Sequence[int], mode: str = 'bilinear') ->
     with _autocast_off(t):
         if old[0] * old[1] * size[0] * size[1] <= KRON_MAX_ELEMENTS:
             grid = _grid_matrix(old, size, mode, t.device, t.dtype)
-            return torch.matmul(t.reshape(*lead, -1), grid.t()).reshape(*lead, *size)
+            return torch.matmul(t.reshape(*lead, -1), grid).reshape(*lead, *size)
         rows, cols = _row_col_matrices(old, size, mode, t.device, t.dtype)
         return torch.matmul(rows, torch.matmul(t, cols.t()))
 

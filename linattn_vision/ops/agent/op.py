@@ -96,7 +96,8 @@ def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if COMPILED_SDPA.on and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
         return _dense_copy(bias, dtype)
     # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
-    return bias.to(dtype=dtype, memory_format=torch.contiguous_format).contiguous()
+    out = bias.to(dtype=dtype, memory_format=torch.contiguous_format)
+    return out if out.is_contiguous() else out.contiguous()
 
 
 def _biases_trained_under_compile(*biases) -> bool:
@@ -181,6 +182,12 @@ def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
 def _merge_heads(t: torch.Tensor) -> torch.Tensor:
     """(B, H, T, d) -> (B, T, H * d): a view where t is laid out (B, T, H, d), as the kernels write their outputs."""
     return t.transpose(1, 2).flatten(2)
+
+
+def _in_dtype(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """t in dtype (None stays None), without a call where it already is: eager training steps are bound by the
+    host's ops."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
 def _unit_last_stride(t):
@@ -284,10 +291,7 @@ def agent_attention(q, k, v, agent, agent_bias=None, query_bias=None, scale=None
     """
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if agent_bias is not None:
-        agent_bias = agent_bias.to(q.dtype)
-    if query_bias is not None:
-        query_bias = query_bias.to(q.dtype)
+    agent_bias, query_bias = _in_dtype(agent_bias, q.dtype), _in_dtype(query_bias, q.dtype)
     if _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p):
         return _fused(q, k, v, agent, agent_bias, query_bias, scale)
     if _biases_trained_under_compile(agent_bias, query_bias):
@@ -310,10 +314,7 @@ def agent_attention_tokens(q, k, v, agent, num_heads: int, agent_bias=None, quer
     """
     if scale is None:
         scale = (q.shape[-1] // num_heads) ** -0.5
-    if agent_bias is not None:
-        agent_bias = agent_bias.to(q.dtype)
-    if query_bias is not None:
-        query_bias = query_bias.to(q.dtype)
+    agent_bias, query_bias = _in_dtype(agent_bias, q.dtype), _in_dtype(query_bias, q.dtype)
     if _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p, heads=num_heads):
         return _fused(q, k, v, agent, agent_bias, query_bias, scale, heads=num_heads)
     out = agent_attention(*(_split_heads(t, num_heads) for t in (q, k, v, agent)), agent_bias, query_bias,

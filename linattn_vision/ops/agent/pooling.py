@@ -45,4 +45,5 @@ def adaptive_avg_pool_tokens(x: torch.Tensor, hw, out_hw) -> torch.Tensor:
     rows, cols = build(H, W, oh, ow, x.device, x.dtype)
     pooled = torch.matmul(rows, x.reshape(B, H, W * C))              # (B, oh, W*C): window rows averaged
     pooled = torch.matmul(cols, pooled.reshape(B * oh, W, C))        # (B*oh, ow, C): then window columns
-    return pooled.reshape(B, oh * ow, C).to(x.dtype)
+    pooled = pooled.reshape(B, oh * ow, C)
+    return pooled if pooled.dtype == x.dtype else pooled.to(x.dtype)  # (autocast may give the products another)
