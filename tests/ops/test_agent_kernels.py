@@ -79,7 +79,8 @@ def _errors(device, dtype):
     H = CASES[2][2]
     head_split = [t.to(device, dtype).requires_grad_() for t in inputs]
     out = agent_op.agent_attention(*head_split)
-    expected = [agent_op._merge_heads(t) for t in (out, *torch.autograd.grad(out, head_split[:4], grad.to(device, dtype)))]
+    grads = torch.autograd.grad(out, head_split[:4], grad.to(device, dtype))
+    expected = [agent_op._merge_heads(t) for t in (out, *grads)]
     tokens = [agent_op._merge_heads(t.detach()).requires_grad_() for t in head_split[:4]]
     fused = agent_op._runs_fused(*tokens, *head_split[4:], dropout_p=0.0, heads=H)
     out = agent_op.agent_attention_tokens(*tokens, H, *head_split[4:])
