@@ -16,10 +16,10 @@ agent:  Agent-Swin-T's two attention steps at its stage shapes (batch 64 at 224)
         replay) and eager time per call (CUDA events, the host's launches included);
 agent_tiles: the agent kernels' launch settings (tokens per tile, warps, programs per SM) swept at those shapes, fused
         forward + backward in graph replay: the fastest settings per stage and the default's time;
-agent_kernels: the fused step's GPU time per kernel (torch.profiler) at each stage, at the default launch settings and
-        with more programs per SM (where the time of the kernels and of the partial sums between them goes).
+agent_kernels: the fused step's GPU time per kernel (torch.profiler) at each stage, at the default launch settings,
+        without padded bias rows and with more programs per SM (where the time of the kernels and of the partial sums
+        between them goes).
 """
-import contextlib
 import os
 import sys
 import warnings
@@ -339,16 +339,6 @@ def agent_probe():
         print(f'{label} (N={N}, {h} heads, {n} agents): ' + ', '.join(row))
 
 
-@contextlib.contextmanager
-def agent_launch_setting(setting: dict):
-    """The agent kernels launched with ``setting`` (kernels.CONFIG_OVERRIDE) inside the block."""
-    agent_kernels.CONFIG_OVERRIDE.update(setting)
-    try:
-        yield
-    finally:
-        agent_kernels.CONFIG_OVERRIDE.clear()
-
-
 def agent_tiles_probe():
     """The agent kernels' launch settings (kernels.CONFIG_OVERRIDE), swept at Agent-Swin-T's training shapes."""
     print('\n## Agent kernels: launch settings, fused forward + backward, bf16, batch 64 at 224 (us, graph replay)')
@@ -359,7 +349,7 @@ def agent_tiles_probe():
                                for t in (16, 32, 64, 128) for w in (2, 4, 8) for p in (1, 2, 4)
                                if t * agent_kernels._pad(n) <= 8192]:
             try:
-                with agent_launch_setting(setting):
+                with agent_kernels.override(**setting):
                     times[str(setting or 'default')] = cuda_time(capture_graph(fused), warmup=5, iters=40) * 1000
             except Exception as e:  # noqa: BLE001 (a setting that does not compile is a line, not the end)
                 print(f'{label} {setting}: error {str(e).splitlines()[0][:80]}')
@@ -376,8 +366,8 @@ def agent_kernels_probe():
     reps = 20
     for label, N, h, n in AGENT_STAGES:
         fused = fused_agent_step(*agent_stage_inputs(N, h, n))
-        for setting in ({}, dict(programs_per_sm=8), dict(programs_per_sm=16)):
-            with agent_launch_setting(setting):
+        for setting in ({}, dict(bias_row_alignment=1), dict(programs_per_sm=8)):
+            with agent_kernels.override(**setting):
                 for _ in range(3):
                     fused()
                 torch.cuda.synchronize()

@@ -112,7 +112,8 @@ def kernel_resources(shape: str = 'swin_s1', dtype_name: str = 'bf16'):
 
 def agent_kernel_resources(n_agents: int, head_dim: int = 32, dtype_name: str = 'bf16'):
     """The same counts for the five agent-attention kernels (ops/agent/kernels.py) at their default launch settings
-    for n_agents agents and head_dim, with both biases trained (Triton's default stages; pointers 16-byte aligned)."""
+    for n_agents agents and head_dim, with both biases trained (Triton's default stages; pointers 16-byte aligned,
+    bias rows padded to 16 elements)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -128,7 +129,7 @@ def agent_kernel_resources(n_agents: int, head_dim: int = 32, dtype_name: str = 
         signature = _signature(kernel, dtype_name, constexprs, AGENT_FP32_POINTERS)
         src = ASTSource(kernel, signature, constexprs=constexprs,
                         attrs={(i,): [['tt.divisibility', 16]] for i, arg in enumerate(kernel.arg_names)
-                               if arg.endswith('_ptr')})
+                               if arg.endswith('_ptr') or arg == 'sbias'})  # (the op pads bias rows to 16)
         compiled = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=options)
         results[kernel.__name__.strip('_')] = dict(
             _counts(compiled),

@@ -86,11 +86,26 @@ def _errors(device, dtype):
     out = agent_op.agent_attention_tokens(*tokens, H, *head_split[4:])
     got = [out, *torch.autograd.grad(out, tokens, agent_op._merge_heads(grad.to(device, dtype)))]
     results['token_major'] = fused and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(got, expected))
+    # bias rows 16 elements apart (the eager op's own padded copies, or passed so) or not (alignment 1: 70 and 9
+    # elements): the same numbers up to rounding (bitwise in the interpreter; on a GPU the kernels compiled for
+    # the two row strides may contract multiplies and adds differently): the largest difference, relative
+    *inputs, grad = _inputs(*CASES[0][1:], seed=0)
+    runs = []
+    for alignment, padded in ((1, False), (16, False), (1, True)):
+        leaves = [t.to(device, dtype).requires_grad_() for t in inputs]
+        biases = [agent_op._aligned_empty(b.shape, dtype, b.device).copy_(b) if padded else b for b in leaves[4:]]
+        assert padded == (biases[0].stride(-2) == 80)
+        with agent_op._kernel_module().override(bias_row_alignment=alignment):
+            out = agent_op.agent_attention(*leaves[:4], *biases)
+            runs.append([out, *torch.autograd.grad(out, leaves, grad.to(device, dtype))])
+    results['padded_bias_rows'] = max((a.double() - b.double()).abs().max().item() / max(1.0, b.abs().max().item())
+                                      for run in runs[1:] for a, b in zip(run, runs[0]))
     return results
 
 
 def _check(results, dtype):
     assert results.pop('deterministic') and results.pop('token_major')
+    assert results.pop('padded_bias_rows') < TOL[dtype]
     for name, r in results.items():
         assert r['fused'] and r['finite'] and r['shapes_ok'], (name, r)
         # within the dtype's tolerance, or (ill-conditioned cases: scores in the thousands lose digits in any fp32
@@ -168,6 +183,9 @@ def _dispatch(device):
         'batch_x_heads_over_grid': fused(*(t[:1].expand(21846, -1, -1, -1) for t in (q, k, v, agent)), None, None),
         'switched_off': switched_off,
         'frozen_biases': fused(q, k, v, agent, agent_bias.detach(), query_bias.detach()),
+        'bias_rows_padded': fused(q, k, v, agent, *(agent_op._aligned_empty(b.shape, b.dtype, b.device).copy_(b)
+                                                    for b in (agent_bias, query_bias))),
+        'bias_heads_apart': fused(q, k, v, agent, agent_bias, torch.cat([query_bias] * 2, dim=-2)[:, :, :20]),
         'inference': fused(*(t.detach() for t in (q, k, v, agent, agent_bias, query_bias))),
         # token-major inputs (agent_attention_tokens), 3 heads of 16 channels; 5 heads do not divide 48 channels
         'tokens': agent_op._runs_fused(*tokens, agent_bias, query_bias, 0.0, heads=3),
@@ -178,7 +196,8 @@ def _dispatch(device):
 EXPECTED_DISPATCH = {'plain': True, 'no_biases': True, 'dropout': False, 'bias_per_batch': False,
                      'bias_shared_by_heads': False, 'bias_strided': False, 'mixed_dtypes': False, 'float64': False,
                      '65_agents': False, 'batch_x_heads_over_grid': False, 'switched_off': False,
-                     'frozen_biases': True, 'inference': False, 'tokens': True, 'tokens_heads_not_dividing': False}
+                     'frozen_biases': True, 'bias_rows_padded': True, 'bias_heads_apart': False, 'inference': False,
+                     'tokens': True, 'tokens_heads_not_dividing': False}
 
 
 def test_dispatch_in_interpreter():

@@ -18,7 +18,10 @@ tokens) are written per token block in fp32 and summed afterwards with torch (a 
 Scores, softmax and every accumulation are fp32; products take the inputs' dtype (fp32 inputs: fp32 products).
 Set TRITON_INTERPRET=1 before importing this module to run them on CPU tensors (tests do this).
 """
+import contextlib
+
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -29,11 +32,24 @@ def _pad(x: int) -> int:
     return max(16, triton.next_power_of_2(x))  # tl.dot wants every dim >= 16
 
 
-# Launch settings a sweep may override (tools/benchmark_parts.py agent_tiles): 'block_t' (tokens per tile),
-# 'num_warps', 'programs_per_sm' (the grids' target). The defaults are the sweep's best at Agent-Swin-T's training
-# shapes on an H100 (session 19: 64 tokens per tile and 4 warps at every stage; 4 programs per SM with 49 agents,
-# 2 with 9 or 16: fused forward + backward 287 / 160 / 274 us at stages 1-3 against 331 / 177 / 298 before).
+# Launch settings a sweep may override (tools/benchmark_parts.py agent_tiles / agent_kernels): 'block_t' (tokens per
+# tile), 'num_warps', 'programs_per_sm' (the grids' target), 'bias_row_alignment' (_aligned_rows). The defaults are
+# the sweep's best at Agent-Swin-T's training shapes on an H100 (session 19: 64 tokens per tile and 4 warps at every
+# stage; 4 programs per SM with 49 agents, 2 with 9 or 16: fused forward + backward 287 / 160 / 274 us at stages 1-3
+# against 331 / 177 / 298 before).
 CONFIG_OVERRIDE: dict = {}
+
+
+@contextlib.contextmanager
+def override(**setting):
+    """CONFIG_OVERRIDE's settings updated with ``setting`` inside the block (sweeps, tests)."""
+    saved = dict(CONFIG_OVERRIDE)
+    CONFIG_OVERRIDE.update(setting)
+    try:
+        yield
+    finally:
+        CONFIG_OVERRIDE.clear()
+        CONFIG_OVERRIDE.update(saved)
 
 
 def _block_tokens(n_pad: int) -> int:
@@ -60,6 +76,24 @@ def _constants(q: torch.Tensor, n: int) -> dict:
 
 def _strides(t: torch.Tensor) -> tuple:
     return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _aligned_rows(bias):
+    """bias with its rows a multiple of 16 elements apart: a padded copy where they are not (CONFIG_OVERRIDE
+    'bias_row_alignment': 1 turns this off). Triton specialises such a row stride as divisible by 16 and loads the
+    bias tiles in vectors: with 49 agents (Agent-Swin-T's stage 3, rows of 196 keys) the aggregation forward took 30
+    instead of 70 us per call (H100, session 20; compiled for sm_90 it needs 145 registers instead of 255 with 120
+    bytes of spills). The copy is small (a bias has B * d / agents times fewer elements than q)."""
+    align = CONFIG_OVERRIDE.get('bias_row_alignment', 16)
+    if bias is None or bias.stride(-2) % align == 0:
+        return bias
+    cols = bias.shape[-1]
+    return F.pad(bias, (0, -cols % align)).narrow(-1, 0, cols)
+
+
+def _bias_args(bias, placeholder: torch.Tensor) -> tuple:
+    """A bias and its row stride as the kernels take them (a placeholder pointer where there is none)."""
+    return (placeholder, 0) if bias is None else (bias, bias.stride(-2))
 
 
 # ----------------------------------------------------------------------------------------------- device helpers
@@ -94,10 +128,10 @@ def _store_rows(ptr, row_stride, rows, n_rows, d, x, D_PAD: tl.constexpr):
 
 
 @triton.jit
-def _bias_tile(bias_ptr, hh, rows, cols, n_rows, n_cols):
-    """fp32 [len(rows), len(cols)] tile of head hh's (n_rows, n_cols) plane of a contiguous (H, n_rows, n_cols)
-    bias (zero outside)."""
-    return tl.load(bias_ptr + hh * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :],
+def _bias_tile(bias_ptr, hh, rows, cols, n_rows, n_cols, row_stride):
+    """fp32 [len(rows), len(cols)] tile of head hh's (n_rows, n_cols) plane of an (H, n_rows, n_cols) bias with unit
+    column stride and rows `row_stride` apart (zero outside; see _aligned_rows for why rows are padded)."""
+    return tl.load(bias_ptr + hh * n_rows * row_stride + rows[:, None] * row_stride + cols[None, :],
                    mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0.0).to(tl.float32)
 
 
@@ -124,7 +158,7 @@ def _store_tile(ptr, x, R: tl.constexpr, C: tl.constexpr):
 # ------------------------------------------------------------------------------------------------------ kernels
 
 @triton.jit(do_not_specialize=['M', 'blocks_per_split'])
-def _aggregate_fwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb, svh, svm, bias_ptr,
+def _aggregate_fwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb, svh, svm, bias_ptr, sbias,
                           part_ptr, H, n, M, d, scale, blocks_per_split,
                           HAS_BIAS: tl.constexpr, N_PAD: tl.constexpr, D_PAD: tl.constexpr,
                           BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
@@ -149,7 +183,7 @@ def _aggregate_fwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
         kt = _load_rows(k_base, skm, tok, M, d, D_PAD)
         s = _dot(a, tl.trans(kt), IEEE) * scale
         if HAS_BIAS:
-            s += _bias_tile(bias_ptr, hh, agents, tok, n, M)
+            s += _bias_tile(bias_ptr, hh, agents, tok, n, M, sbias)
         s = tl.where(tok[None, :] < M, s, float('-inf'))
         m_new = tl.maximum(m_run, tl.max(s, 1))
         alpha = tl.exp(m_run - m_new)
@@ -190,7 +224,7 @@ def _aggregate_combine_kernel(part_ptr, va_ptr, stats_ptr, splits, BH,
 
 
 @triton.jit(do_not_specialize=['N'])
-def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, o_ptr, sob, soh, son,
+def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, sbias, o_ptr, sob, soh, son,
                           H, n, N, d, scale,
                           HAS_BIAS: tl.constexpr, N_PAD: tl.constexpr, D_PAD: tl.constexpr,
                           BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
@@ -206,7 +240,7 @@ def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     va = _agent_tile(va_ptr, bh, N_PAD, D_PAD).to(qt.dtype)
     s = _dot(qt, tl.trans(a), IEEE) * scale
     if HAS_BIAS:
-        s += _bias_tile(bias_ptr, hh, tok, agents, N, n)
+        s += _bias_tile(bias_ptr, hh, tok, agents, N, n, sbias)
     s = tl.where(agents[None, :] < n, s, float('-inf'))
     m = tl.max(s, 1)
     p = tl.exp(s - m[:, None])
@@ -216,8 +250,8 @@ def _broadcast_fwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
 
 
 @triton.jit(do_not_specialize=['N', 'B', 'per_chunk'])
-def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, do_ptr, sdb, sdh, sdn,
-                          dq_ptr, sgb, sgh, sgn, part_ptr, dbias_ptr, B, H, n, N, d, scale, per_chunk,
+def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bias_ptr, sbias, do_ptr, sdb, sdh,
+                          sdn, dq_ptr, sgb, sgh, sgn, part_ptr, dbias_ptr, B, H, n, N, d, scale, per_chunk,
                           HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, N_PAD: tl.constexpr,
                           D_PAD: tl.constexpr, BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
     """For one block of tokens of one head, over a chunk of the batch: dQ, this block's share of dA and dV_A
@@ -227,7 +261,7 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
     tb, hh, chunk, tok, agents = _backward_program(BLOCK_T, N_PAD)
     valid = (tok[:, None] < N) & (agents[None, :] < n)
     if HAS_BIAS:
-        bias = _bias_tile(bias_ptr, hh, tok, agents, N, n)
+        bias = _bias_tile(bias_ptr, hh, tok, agents, N, n, sbias)
     dbias = tl.zeros((BLOCK_T, N_PAD), tl.float32)
     for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
         bh = b * H + hh
@@ -261,7 +295,7 @@ def _broadcast_bwd_kernel(q_ptr, sqb, sqh, sqn, a_ptr, sab, sah, san, va_ptr, bi
 
 @triton.jit(do_not_specialize=['M', 'B', 'per_chunk'])
 def _aggregate_bwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb, svh, svm, va_ptr, dva_ptr,
-                          stats_ptr, bias_ptr, dk_ptr, sgkb, sgkh, sgkm, dv_ptr, sgvb, sgvh, sgvm, part_ptr,
+                          stats_ptr, bias_ptr, sbias, dk_ptr, sgkb, sgkh, sgkm, dv_ptr, sgvb, sgvh, sgvm, part_ptr,
                           dbias_ptr, B, H, n, M, d, scale, per_chunk,
                           HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, N_PAD: tl.constexpr,
                           D_PAD: tl.constexpr, BLOCK_T: tl.constexpr, IEEE: tl.constexpr):
@@ -271,7 +305,7 @@ def _aggregate_bwd_kernel(a_ptr, sab, sah, san, k_ptr, skb, skh, skm, v_ptr, svb
     tb, hh, chunk, tok, agents = _backward_program(BLOCK_T, N_PAD)
     valid = (agents[:, None] < n) & (tok[None, :] < M)
     if HAS_BIAS:
-        bias = _bias_tile(bias_ptr, hh, agents, tok, n, M)
+        bias = _bias_tile(bias_ptr, hh, agents, tok, n, M, sbias)
     dbias = tl.zeros((N_PAD, BLOCK_T), tl.float32)
     for b in range(chunk * per_chunk, tl.minimum(chunk * per_chunk + per_chunk, B)):
         bh = b * H + hh
@@ -329,7 +363,7 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
     splits, per_split = _split(triton.cdiv(M, block_t), B * H, q.device, n_pad)
     part = torch.empty(splits, B * H, n_pad * (d_pad + 2), dtype=torch.float32, device=q.device)
     _launcher(_aggregate_fwd_kernel, traceable)[(splits, B * H)](
-        agent, *_strides(agent), k, *_strides(k), v, *_strides(v), q if agent_bias is None else agent_bias, part,
+        agent, *_strides(agent), k, *_strides(k), v, *_strides(v), *_bias_args(agent_bias, q), part,
         H, n, M, d, scale, per_split, HAS_BIAS=agent_bias is not None, **common)
     agent_v = torch.empty(B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
     stats_agents = torch.empty(2, B, H, n_pad, dtype=torch.float32, device=q.device)
@@ -337,7 +371,7 @@ def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: boo
                                                               N_PAD=n_pad, D_PAD=d_pad, num_warps=4)
     out = _head_major(B, H, N, d, q.dtype, q.device)
     _launcher(_broadcast_fwd_kernel, traceable)[(triton.cdiv(N, block_t), B * H)](
-        q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, out,
+        q, *_strides(q), agent, *_strides(agent), agent_v, *_bias_args(query_bias, q), out,
         *_strides(out), H, n, N, d, scale, HAS_BIAS=query_bias is not None, **common)
     return out, agent_v, stats_agents
 
@@ -359,7 +393,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
     dquery_bias = (torch.empty(chunks, H, N, n_pad, dtype=torch.float32, device=q.device) if grad_query_bias
                    else None)
     _launcher(_broadcast_bwd_kernel, traceable)[(blocks, H, chunks)](
-        q, *_strides(q), agent, *_strides(agent), agent_v, q if query_bias is None else query_bias, dout,
+        q, *_strides(q), agent, *_strides(agent), agent_v, *_bias_args(query_bias, q), dout,
         *_strides(dout), dq, *_strides(dq), part, part if dquery_bias is None else dquery_bias,
         B, H, n, N, d, scale, per_chunk, HAS_BIAS=query_bias is not None, BIAS_GRAD=grad_query_bias, **common)
     dagent, dagent_v = part.sum(0)
@@ -374,7 +408,7 @@ def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents
                    else None)
     _launcher(_aggregate_bwd_kernel, traceable)[(blocks, H, chunks)](
         agent, *_strides(agent), k, *_strides(k), v, *_strides(v), agent_v, dagent_v, stats_agents,
-        q if agent_bias is None else agent_bias, dk, *_strides(dk), dv, *_strides(dv), part,
+        *_bias_args(agent_bias, q), dk, *_strides(dk), dv, *_strides(dv), part,
         part if dagent_bias is None else dagent_bias, B, H, n, M, d, scale, per_chunk,
         HAS_BIAS=agent_bias is not None, BIAS_GRAD=grad_agent_bias, **common)
     dagent = (dagent + part.sum(0))[:, :, :n, :d].to(agent.dtype)

@@ -95,6 +95,11 @@ def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     torch.export keep the plain copy."""
     if COMPILED_SDPA.on and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
         return _dense_copy(bias, dtype)
+    if not torch.compiler.is_compiling() and not needs_grad(bias):
+        # (inference, where GridCache keeps it) rows padded to 16 elements: SDPA's memory-efficient kernel then takes
+        # the bias as it is (it pads rows that are not aligned to 8 with a copy of its own in every call). Biases
+        # being trained stay plain: the kernels pad their rows themselves, without the autograd ops of this copy.
+        return _aligned_empty(bias.shape, dtype, bias.device).copy_(bias)
     # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
     out = bias.to(dtype=dtype, memory_format=torch.contiguous_format)
     return out if out.is_contiguous() else out.contiguous()
@@ -129,12 +134,16 @@ def _kernel_module():
 
 
 def _bias_fits(bias, heads: int, rows: int, cols: int) -> bool:
-    """Whether a bias is one the kernels take: None, or (heads, rows, cols) values broadcast over the batch, laid
-    out contiguously (what AgentAttention builds)."""
+    """Whether a bias is one the kernels take: None, or (heads, rows, cols) values broadcast over the batch with a
+    unit column stride, rows at least a row apart and heads rows x that apart (what dense_bias builds: contiguous,
+    or with its rows padded)."""
     if bias is None:
         return True
-    return (tuple(bias.shape[-3:]) == (heads, rows, cols) and all(s == 1 for s in bias.shape[:-3])
-            and bias.is_contiguous())
+    if tuple(bias.shape[-3:]) != (heads, rows, cols) or any(s != 1 for s in bias.shape[:-3]):
+        return False
+    row_stride = bias.stride(-2)
+    return (bias.stride(-1) == 1 or cols == 1) and row_stride >= cols and (
+        heads == 1 or bias.stride(-3) == rows * row_stride)
 
 
 def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float, heads: Optional[int] = None) -> bool:
@@ -254,7 +263,10 @@ class _EagerAgentAttention(torch.autograd.Function):
         ctx.heads = heads
         if heads is not None:
             q, k, v, agent = (_split_heads(t, heads) for t in (q, k, v, agent))
-        output = _kernel_module().forward(q, k, v, agent, agent_bias, query_bias, scale)
+        kernels = _kernel_module()
+        # (padded copies, kept for the backward; traced graphs pass the biases as they come)
+        agent_bias, query_bias = kernels._aligned_rows(agent_bias), kernels._aligned_rows(query_bias)
+        output = kernels.forward(q, k, v, agent, agent_bias, query_bias, scale)
         _setup_context(ctx, (q, k, v, agent, agent_bias, query_bias, scale), output)
         return output[0] if heads is None else _merge_heads(output[0])
 
