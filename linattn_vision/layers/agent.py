@@ -152,7 +152,7 @@ class AgentCore(nn.Module):
         hw = to_hw(hw)
         kv_hw = hw if kv_hw is None else to_hw(kv_hw)
         P = self.num_prefix_tokens
-        B, N, C = q.shape
+        N = q.shape[1]
         if N != P + hw[0] * hw[1] or k.shape[1] != P + kv_hw[0] * kv_hw[1]:
             raise ValueError(f'{type(self).__name__}: {N} query / {k.shape[1]} key tokens do not match '
                              f'{P} prefix tokens + the grids {hw[0]}x{hw[1]} / {kv_hw[0]}x{kv_hw[1]}')
