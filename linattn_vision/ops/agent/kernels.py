@@ -21,7 +21,6 @@ Set TRITON_INTERPRET=1 before importing this module to run them on CPU tensors (
 import contextlib
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -33,7 +32,7 @@ def _pad(x: int) -> int:
 
 
 # Launch settings a sweep may override (tools/benchmark_parts.py agent_tiles / agent_kernels): 'block_t' (tokens per
-# tile), 'num_warps', 'programs_per_sm' (the grids' target), 'bias_row_alignment' (_aligned_rows). The defaults are
+# tile), 'num_warps', 'programs_per_sm' (the grids' target), 'bias_row_alignment' (op._aligned_rows). The defaults are
 # the sweep's best at Agent-Swin-T's training shapes on an H100 (session 19: 64 tokens per tile and 4 warps at every
 # stage; 4 programs per SM with 49 agents, 2 with 9 or 16: fused forward + backward 287 / 160 / 274 us at stages 1-3
 # against 331 / 177 / 298 before).
@@ -78,19 +77,6 @@ def _strides(t: torch.Tensor) -> tuple:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def _aligned_rows(bias):
-    """bias with its rows a multiple of 16 elements apart: a padded copy where they are not (CONFIG_OVERRIDE
-    'bias_row_alignment': 1 turns this off). Triton specialises such a row stride as divisible by 16 and loads the
-    bias tiles in vectors: with 49 agents (Agent-Swin-T's stage 3, rows of 196 keys) the aggregation forward took 30
-    instead of 70 us per call (H100, session 20; compiled for sm_90 it needs 145 registers instead of 255 with 120
-    bytes of spills). The copy is small (a bias has B * d / agents times fewer elements than q)."""
-    align = CONFIG_OVERRIDE.get('bias_row_alignment', 16)
-    if bias is None or bias.stride(-2) % align == 0:
-        return bias
-    cols = bias.shape[-1]
-    return F.pad(bias, (0, -cols % align)).narrow(-1, 0, cols)
-
-
 def _bias_args(bias, placeholder: torch.Tensor) -> tuple:
     """A bias and its row stride as the kernels take them (a placeholder pointer where there is none)."""
     return (placeholder, 0) if bias is None else (bias, bias.stride(-2))
@@ -130,7 +116,7 @@ def _store_rows(ptr, row_stride, rows, n_rows, d, x, D_PAD: tl.constexpr):
 @triton.jit
 def _bias_tile(bias_ptr, hh, rows, cols, n_rows, n_cols, row_stride):
     """fp32 [len(rows), len(cols)] tile of head hh's (n_rows, n_cols) plane of an (H, n_rows, n_cols) bias with unit
-    column stride and rows `row_stride` apart (zero outside; see _aligned_rows for why rows are padded)."""
+    column stride and rows `row_stride` apart (zero outside; see op._aligned_rows for why rows are padded)."""
     return tl.load(bias_ptr + hh * n_rows * row_stride + rows[:, None] * row_stride + cols[None, :],
                    mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0.0).to(tl.float32)
 
