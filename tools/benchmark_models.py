@@ -21,6 +21,10 @@ A model's rows are measured one after another, so host-speed drift during a run 
 --layer-norm-ab MODEL... prints instead the fused LayerNorm's interleaved A/B: per model and setting, one model with
 every LayerNorm the fused one, called alternately with the fused path off and on, eager and replayed from CUDA graphs
 (robust to host-speed drift, which moves eager rows of this table by up to 2x on the lent machine).
+--no-eager drops the eager rows and --training-only measures the training columns alone: an A/B of two code trees
+on one machine start is then one compile per row, e.g. with each tree first on PYTHONPATH in turn:
+    PYTHONPATH=TREE python tools/benchmark_models.py --models agent_swin_t --no-eager --training-only \
+        --compile-cudagraphs
 --nan-steps N trains each of this toolkit's models N steps on one fixed synthetic batch under bf16 autocast and
 reports the last loss, the largest |grad| seen and whether any loss or gradient was NaN/inf.
 Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
@@ -186,9 +190,11 @@ def run_guarded(fn, *args):
 def measure_row(name: str, mode: str, args) -> list[str]:
     """One table row: the model's 224 inference, backbone-only batch-1 sizes and 224 training settings."""
     torch._dynamo.reset()
-    infer, infer_mem = run_guarded(measure_inference, name, args.batch, 224, False, mode, 3, args.iters)
+    skip = ('-', '-')
+    infer, infer_mem = skip if args.training_only else run_guarded(
+        measure_inference, name, args.batch, 224, False, mode, 3, args.iters)
     # compiled rows measure the 224 settings only: each large size is another compile of the whole model
-    big = [('-', '-') if mode in COMPILE_MODES else
+    big = [skip if mode in COMPILE_MODES or args.training_only else
            run_guarded(measure_inference, name, 1, s, True, mode, 2, max(5, args.iters // 2))
            for s in args.sizes]
     torch._dynamo.reset()
@@ -249,7 +255,7 @@ def measured_rows(args) -> list[tuple[str, str]]:
     absent: no rows; given without names: every model of --models; with names: those models."""
     def chosen(names):
         return [] if names is None else (names or args.models)
-    modes = [('eager', args.models), ('native-ln', chosen(args.native_layer_norm)),
+    modes = [('eager', [] if args.no_eager else args.models), ('native-ln', chosen(args.native_layer_norm)),
              ('fused-ln', chosen(args.fused_layer_norm)), ('graph', chosen(args.graph)),
              ('compile', chosen(args.compile)), ('compile-cg', chosen(args.compile_cudagraphs)),
              ('compile-cpp', chosen(args.compile_cpp_wrapper))]
@@ -281,6 +287,10 @@ def main(argv=None):
     parser.add_argument('--layer-norm-ab', nargs='+', default=None, metavar='MODEL',
                         help='only print the fused LayerNorm\'s interleaved A/B for these models (see above)')
     parser.add_argument('--sizes', nargs='+', type=int, default=[1024, 2048], help='backbone-only batch-1 sizes')
+    parser.add_argument('--no-eager', action='store_true',
+                        help='no eager rows (--models still names the models of a mode option given bare)')
+    parser.add_argument('--training-only', action='store_true',
+                        help='measure the training setting only (A/B runs of code trees: one compile per row)')
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--nan-steps', type=int, default=0)
