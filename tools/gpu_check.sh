@@ -21,6 +21,9 @@
 #            as matmuls, per stage (~1 min; session 18 on an H100: kernels 0.35 ms at stage 1, SDPA 2.87)
 #   agent-tiles  the agent kernels' launch settings swept at those shapes (kernels.CONFIG_OVERRIDE; ~1.5 min)
 #   agent-kernels  the fused agent step's GPU time per kernel at those shapes (torch.profiler; <1 min)
+#   agent-inductor  compiled training of Agent-Swin-T and Swin-T profiled with inductor's layout-optimisation
+#            decision per graph and the source of each model's three slowest inductor kernels (~4 min; session 21:
+#            Agent-Swin-T's two slowest were LayerNorm-backward reductions, 0.97 + 0.46 ms per step)
 #   agent-profile  per-kernel CUDA time of Agent-Swin-T vs Swin-T training, eager and compiled (~5 min: its
 #            compiled half took ~4 min in session 19)
 #
@@ -64,10 +67,12 @@ for part in "${parts[@]}"; do
         agent-routes) python tools/benchmark_parts.py agent ;;
         agent-tiles) python tools/benchmark_parts.py agent_tiles ;;
         agent-kernels) python tools/benchmark_parts.py agent_kernels ;;
+        agent-inductor) python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --compile \
+                            --rows 14 --inductor-report 3 ;;
         agent-profile) python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --rows 14 &&
                        python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --compile \
                            --rows 14 ;;
-        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-kernels, agent-profile)" >&2
+        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-kernels, agent-profile, agent-inductor)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

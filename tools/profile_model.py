@@ -4,6 +4,7 @@
     python tools/profile_model.py flatten_swin_t --train --batch 64
     python tools/profile_model.py agent_swin_t --size 1024 --features --fused-layer-norm   # LayerNorm A/B
     python tools/profile_model.py flatten_swin_t swin_tiny_patch4_window7_224 --train --compile
+    python tools/profile_model.py agent_swin_t --train --compile --inductor-report 3   # why a compiled kernel is slow
 
 bf16 autocast, channels_last convolutions, as in benchmark_models.py. Prints, per model, the kernels sorted by
 their own (self) CUDA time over --iters calls, the total, the totals per kernel family (focused op, depthwise conv,
@@ -11,8 +12,11 @@ attention, matmul, ... : CATEGORIES), and the wall time per call measured after 
 kernels' total means the host bounds the call).
 """
 import argparse
+import contextlib
+import glob
 import os
 import sys
+import time
 
 import torch
 from torch.autograd import DeviceType
@@ -84,10 +88,12 @@ def make_step(model, forward, x, train: bool):
     return step
 
 
-def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False, host_rows=0):
+def profile(name, size, batch, features, train, iters, rows, layer_norm='as built', compiled=False, host_rows=0,
+            inductor_report=0):
     """layer_norm: 'as built', 'native' (every LayerNorm on torch's kernels) or 'fused' (every LayerNorm the
     fused one: this toolkit's models have it built in, timm's get theirs swapped). host_rows: also record the host
-    side and print that many ops / regions by their own (self) CPU time."""
+    side and print that many ops / regions by their own (self) CPU time. inductor_report (with compiled): print
+    inductor's layout-optimisation decision per graph and the source of that many of its slowest kernels."""
     model = channels_last(build(name, 'fused-ln' if layer_norm == 'fused' else 'eager', img_size=size).train(train))
     forward = model.forward_features if features else model
     if compiled:
@@ -95,7 +101,11 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
         forward = torch.compile(forward)  # compiled by profile_calls' warm-up calls
     x = torch.randn(batch, 3, size, size, device='cuda').to(memory_format=torch.channels_last)
     step = make_step(model, forward, x, train)
-    with fused_layer_norm(layer_norm != 'native'):
+    started = time.time()
+    # (caches off for the report: a graph loaded from inductor's cache is not lowered again, nor its kernels written)
+    import torch._inductor.config as inductor_config
+    no_cache = inductor_config.patch(force_disable_caches=True) if inductor_report else contextlib.nullcontext()
+    with fused_layer_norm(layer_norm != 'native'), layout_decisions(inductor_report > 0) as decisions, no_cache:
         averages = profile_calls(step, iters, cpu=host_rows > 0).key_averages()
         events = kernel_events(averages)
         # wall time per call without the profiler: above the kernels' time, the call is bound by the host
@@ -116,6 +126,53 @@ def profile(name, size, batch, features, train, iters, rows, layer_norm='as buil
               '(profiled, so slower than without the profiler)')
         for e in host[:host_rows]:
             print(f'{e.self_cpu_time_total / iters / 1e3:8.3f} ms {e.count // iters:5d}x  {e.key[:110]}')
+    if inductor_report:
+        for graph in decisions:
+            print('inductor graph: {nodes} nodes, {convolutions} aten.convolution, layout optimisation '
+                  '{layout_opt}'.format(**graph))
+        slowest = [e.key for e in events if e.key.startswith('triton_')][:inductor_report]
+        for kernel, source in inductor_kernel_sources(slowest, since=started).items():
+            print(f'\n## source of {kernel}\n{source}')
+
+
+@contextlib.contextmanager
+def layout_decisions(record: bool = True):
+    """Inductor's layout-optimisation decision for each graph it lowers inside the block (a list of dicts). Once on,
+    it gives 4D activations feeding convolutions channels-last strides, which made compiled Agent-Swin-T's
+    LayerNorm-backward reductions read (B, H, W, C) maps H-innermost (session 19)."""
+    from torch._inductor.graph import GraphLowering
+    decisions: list = []
+    decide = GraphLowering.decide_layout_opt
+
+    def recording(gm, *, is_inference):
+        layout_opt = decide(gm, is_inference=is_inference)
+        decisions.append(dict(nodes=len(gm.graph.nodes), layout_opt=layout_opt, convolutions=sum(
+            n.target is torch.ops.aten.convolution.default for n in gm.graph.nodes)))
+        return layout_opt
+    if record:
+        GraphLowering.decide_layout_opt = staticmethod(recording)
+    try:
+        yield decisions
+    finally:
+        GraphLowering.decide_layout_opt = staticmethod(decide)
+
+
+def inductor_kernel_sources(names, since: float, cache_dir: str | None = None) -> dict:
+    """{kernel name: its Triton source} for inductor kernels written to the cache at or after ``since`` (time.time()),
+    each found by its `def name(` line; a name with no such file is left out."""
+    if cache_dir is None:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
+        cache_dir = inductor_cache_dir()
+    wanted, found = set(names), {}
+    for path in glob.glob(os.path.join(cache_dir, '**', '*.py'), recursive=True):
+        if not wanted - set(found) or os.path.getmtime(path) < since:
+            continue
+        with open(path) as f:
+            text = f.read()
+        for name in wanted - set(found):
+            if f'def {name}(' in text:
+                found[name] = text
+    return {name: found[name] for name in names if name in found}
 
 
 def main():
@@ -130,6 +187,9 @@ def main():
     parser.add_argument('--compile', action='store_true', help='profile the torch.compile\'d model')
     parser.add_argument('--host-rows', type=int, default=0,
                         help='also profile the host and print this many ops by their own CPU time')
+    parser.add_argument('--inductor-report', type=int, default=0, metavar='K',
+                        help='with --compile: inductor\'s layout-optimisation decision per graph and the source of '
+                             'the K slowest inductor kernels')
     parser.add_argument('--fused-layer-norm', action='store_true',
                         help='profile each model twice: every LayerNorm on torch\'s kernels, then every one '
                              'linattn_vision.layers.LayerNorm (under autocast in inference: one Triton kernel, '
@@ -142,7 +202,7 @@ def main():
     for name in args.models:
         for layer_norm in ('native', 'fused') if args.fused_layer_norm else ('as built',):
             profile(name, args.size, args.batch, args.features, args.train, args.iters, args.rows, layer_norm,
-                    args.compile, args.host_rows)
+                    args.compile, args.host_rows, args.inductor_report if args.compile else 0)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """tools/profile_model.py: the kernel families its per-family totals add up (the profile itself needs a GPU)."""
+import os
 from types import SimpleNamespace
 
 from tool_helpers import load_tool  # tests/tool_helpers.py
@@ -58,3 +59,33 @@ def test_training_step_leaves_no_gradient_to_accumulate_into():
     step()
     assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # the second gradient is not the first one doubled
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_kernel_sources_are_found_by_name_among_fresh_cache_files(tmp_path):
+    tool = load_tool('profile_model')
+    (tmp_path / 'ab').mkdir()
+    fresh = tmp_path / 'ab' / 'cab.py'
+    fresh.write_text('@triton.jit\ndef triton_red_fused_native_layer_norm_backward_7(in_ptr0):\n    pass\n')
+    stale = tmp_path / 'ab' / 'old.py'
+    stale.write_text('def triton_poi_fused_add_3(in_ptr0):\n    pass\n')
+    os.utime(stale, (1000.0, 1000.0))
+    names = ['triton_red_fused_native_layer_norm_backward_7', 'triton_poi_fused_add_3', 'triton_poi_missing_1']
+    found = tool.inductor_kernel_sources(names, since=2000.0, cache_dir=str(tmp_path))
+    # the stale file (written before the profile started) and a name without a file are left out
+    assert list(found) == ['triton_red_fused_native_layer_norm_backward_7']
+    assert 'def triton_red_fused_native_layer_norm_backward_7(' in found['triton_red_fused_native_layer_norm_backward_7']
+
+
+def test_layout_decisions_record_each_graph_and_restore_inductor():
+    import torch
+    from torch._inductor.graph import GraphLowering
+    from torch.fx.experimental.proxy_tensor import make_fx
+    tool = load_tool('profile_model')
+    weight = torch.randn(8, 4, 3, 3)
+    gm = make_fx(lambda x: torch.nn.functional.conv2d(x, weight).relu())(torch.randn(1, 4, 8, 8))
+    original = GraphLowering.decide_layout_opt
+    with tool.layout_decisions() as decisions:
+        expected = original(gm, is_inference=True)
+        assert GraphLowering.decide_layout_opt(gm, is_inference=True) == expected
+    assert decisions == [dict(nodes=len(gm.graph.nodes), layout_opt=expected, convolutions=1)]
+    assert GraphLowering.decide_layout_opt is original
