@@ -7,8 +7,8 @@ from tool_helpers import load_tool  # tests/tool_helpers.py
 def test_rows_follow_each_mode_option_absent_bare_or_named():
     tool = load_tool('benchmark_models')
     # absent: None; given without names: []; with names: those
-    args = SimpleNamespace(models=['a', 'b'], no_eager=False, native_layer_norm=None, fused_layer_norm=['timm_x'], graph=[],
-                           compile=['b'], compile_cudagraphs=None, compile_cpp_wrapper=['a'])
+    args = SimpleNamespace(models=['a', 'b'], no_eager=False, native_layer_norm=None, fused_layer_norm=['timm_x'],
+                           graph=[], compile=['b'], compile_cudagraphs=None, compile_cpp_wrapper=['a'])
     assert tool.measured_rows(args) == [('a', 'eager'), ('a', 'graph'), ('a', 'compile-cpp'), ('b', 'eager'),
                                         ('b', 'graph'), ('b', 'compile'), ('timm_x', 'fused-ln')]
     args = SimpleNamespace(models=['a'], no_eager=False, native_layer_norm=None, fused_layer_norm=None, graph=None,

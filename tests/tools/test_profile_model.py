@@ -73,7 +73,8 @@ def test_kernel_sources_are_found_by_name_among_fresh_cache_files(tmp_path):
     found = tool.inductor_kernel_sources(names, since=2000.0, cache_dir=str(tmp_path))
     # the stale file (written before the profile started) and a name without a file are left out
     assert list(found) == ['triton_red_fused_native_layer_norm_backward_7']
-    assert 'def triton_red_fused_native_layer_norm_backward_7(' in found['triton_red_fused_native_layer_norm_backward_7']
+    source = found['triton_red_fused_native_layer_norm_backward_7']
+    assert 'def triton_red_fused_native_layer_norm_backward_7(' in source
 
 
 def test_layout_decisions_record_each_graph_and_restore_inductor():
