@@ -93,7 +93,7 @@ def _errors(device, dtype):
     runs = []
     for alignment, padded in ((1, False), (16, False), (1, True)):
         leaves = [t.to(device, dtype).requires_grad_() for t in inputs]
-        biases = [agent_op._aligned_empty(b.shape, dtype, b.device).copy_(b) if padded else b for b in leaves[4:]]
+        biases = [agent_op._aligned_copy(b) if padded else b for b in leaves[4:]]
         assert padded == (biases[0].stride(-2) == 80)
         with agent_op._kernel_module().override(bias_row_alignment=alignment):
             out = agent_op.agent_attention(*leaves[:4], *biases)
@@ -183,8 +183,7 @@ def _dispatch(device):
         'batch_x_heads_over_grid': fused(*(t[:1].expand(21846, -1, -1, -1) for t in (q, k, v, agent)), None, None),
         'switched_off': switched_off,
         'frozen_biases': fused(q, k, v, agent, agent_bias.detach(), query_bias.detach()),
-        'bias_rows_padded': fused(q, k, v, agent, *(agent_op._aligned_empty(b.shape, b.dtype, b.device).copy_(b)
-                                                    for b in (agent_bias, query_bias))),
+        'bias_rows_padded': fused(q, k, v, agent, *(agent_op._aligned_copy(b) for b in (agent_bias, query_bias))),
         'bias_heads_apart': fused(q, k, v, agent, agent_bias, torch.cat([query_bias] * 2, dim=-2)[:, :, :20]),
         'inference': fused(*(t.detach() for t in (q, k, v, agent, agent_bias, query_bias))),
         # token-major inputs (agent_attention_tokens), 3 heads of 16 channels; 5 heads do not divide 48 channels

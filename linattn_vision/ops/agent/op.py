@@ -72,6 +72,12 @@ def _aligned_empty(shape, dtype, device, alignment: int = BIAS_ROW_ALIGNMENT) ->
     return torch.empty(*shape[:-1], row, dtype=dtype, device=device).narrow(-1, 0, n)
 
 
+def _aligned_copy(x: torch.Tensor, dtype: Optional[torch.dtype] = None,
+                  alignment: int = BIAS_ROW_ALIGNMENT) -> torch.Tensor:
+    """x copied (and cast to ``dtype``, default x's) into an _aligned_empty tensor."""
+    return _aligned_empty(x.shape, dtype or x.dtype, x.device, alignment).copy_(x)
+
+
 def _aligned_rows(bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """bias with its rows a multiple of BIAS_ROW_ALIGNMENT elements apart, for the kernels: a padded copy where they
     are not (kernels.CONFIG_OVERRIDE 'bias_row_alignment': 1 turns this off). Triton specialises such a row stride as
@@ -82,12 +88,12 @@ def _aligned_rows(bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     alignment = _kernel_module().CONFIG_OVERRIDE.get('bias_row_alignment', BIAS_ROW_ALIGNMENT)
     if bias is None or bias.stride(-2) % alignment == 0:
         return bias
-    return _aligned_empty(bias.shape, bias.dtype, bias.device, alignment).copy_(bias)
+    return _aligned_copy(bias, alignment=alignment)
 
 
 @torch.library.custom_op('linattn::dense_copy', mutates_args=())
 def _dense_copy(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return _aligned_empty(x.shape, dtype, x.device).copy_(x)
+    return _aligned_copy(x, dtype)
 
 
 @_dense_copy.register_fake
@@ -112,7 +118,7 @@ def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         # (inference, where GridCache keeps it) rows padded to 16 elements: SDPA's memory-efficient kernel then takes
         # the bias as it is (it pads rows that are not aligned to 8 with a copy of its own in every call). Biases
         # being trained stay plain: the kernels pad their rows themselves, without the autograd ops of this copy.
-        return _aligned_empty(bias.shape, dtype, bias.device).copy_(bias)
+        return _aligned_copy(bias, dtype)
     # one copy that casts and lays out (`to` alone keeps a same-dtype tensor's strides)
     out = bias.to(dtype=dtype, memory_format=torch.contiguous_format)
     return out if out.is_contiguous() else out.contiguous()
