@@ -31,6 +31,18 @@ def load_kernels(module: str):
     return _LOADED[module]
 
 
+def compiling_not_exporting() -> bool:
+    """Whether torch.compile, not torch.export, traces this call: compiled graphs get the custom ops inductor wants,
+    exported ones plain aten ops. torch.compiler.is_exporting() cannot tell them apart before torch 2.14: dynamo
+    folds it to True in every trace (torch 2.11 measured), which sent compiled Agent-Swin-T's DWC to
+    aten.convolution and switched on inductor's layout optimisation (session 22, H100). The flag torch.export sets
+    while it traces is read instead (the public call where a torch no longer has it)."""
+    exporting = getattr(torch.compiler, '_is_exporting_flag', None)
+    if exporting is None:
+        exporting = torch.compiler.is_exporting()
+    return torch.compiler.is_compiling() and not exporting
+
+
 def needs_grad(*tensors) -> bool:
     """Whether autograd would record an op on these tensors (None entries ignored): the fused inference-only
     paths (LayerNorm, DWC) and the per-size caches are taken only where it would not."""

@@ -67,6 +67,14 @@ ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
 ro = focused_linear_attention_reference(*ref_leaves, None, 3)
 rg = torch.autograd.grad(ro.square().sum(), ref_leaves)
 results['extreme_scale_errors'] = [rel_err(o, ro)] + [rel_err(a, b) for a, b in zip(g, rg)]
+# the grid of a symbolic token count (torch.compile at changing image sizes): a split count independent of N, so
+# at 18 tokens (2 blocks of 16) on the interpreter's 4 'SMs' most splits have no block and write zero partials
+from linattn_vision.ops.focused_linear import kernels
+kernels._cached_config.cache_clear()
+kernels._splits_follow_tokens = lambda n_blocks: False
+cfg = kernels._launch_config('fwd_state', 2, 16, 18, 1, torch.device('cpu'))
+results['empty_splits'] = [cfg['splits'], cfg['n_blocks']]
+results['empty_splits_errors'] = compare_with_float64(1, 18, 2, 16, torch.float32, 'cpu', True, 3.0, 1.0, seed=7)
 print('RESULTS' + json.dumps(results))
 '''
 
@@ -100,3 +108,14 @@ def test_kernels_softplus_matches_torch_at_extreme_scales(interpreter_results):
     """scale from -30 to 30 (both sides of softplus's threshold of 20): output, q/k/v and scale gradients."""
     errors = interpreter_results['extreme_scale_errors']
     assert len(errors) == 5 and max(errors) < 1e-5, errors
+
+
+def test_kernels_leave_splits_past_the_last_block_empty(interpreter_results):
+    """With N symbolic the split count does not follow N (see kernels._with_grid): splits with no token block write
+    zero partials, and output and every gradient still match float64."""
+    splits, n_blocks = interpreter_results['empty_splits']
+    assert splits > n_blocks == 2
+    res = interpreter_results['empty_splits_errors']
+    assert res['finite'] and res['dtypes_ok'], res
+    for key in ('out', 'q', 'k', 'v', 'scale', 'pos'):
+        assert res[key] < TOL['float32'], (key, res)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._switch import Switch
-from .._triton import INTERPRET, TRITON_FOUND, load_kernels, needs_grad
+from .._triton import INTERPRET, TRITON_FOUND, compiling_not_exporting, load_kernels, needs_grad
 from ..softmax_attention import softmax_attention
 
 # the Triton kernels (see the module note); LINATTN_AGENT_FUSED=0 or `with FUSED.set(False):` turns them off
@@ -112,7 +112,7 @@ def dense_bias(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     compiled bias training runs on SDPA (LINATTN_AGENT_COMPILED_SDPA=1), the copy is one, its rows padded so that
     SDPA need not pad it again (BIAS_ROW_ALIGNMENT). The default compiled graphs (the ones measured on a GPU) and
     torch.export keep the plain copy."""
-    if COMPILED_SDPA.on and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+    if COMPILED_SDPA.on and compiling_not_exporting():
         return _dense_copy(bias, dtype)
     if not torch.compiler.is_compiling() and not needs_grad(bias):
         # (inference, where GridCache keeps it) rows padded to 16 elements: SDPA's memory-efficient kernel then takes

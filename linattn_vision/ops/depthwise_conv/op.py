@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._triton import INTERPRET, load_kernels, needs_grad
+from .._triton import INTERPRET, compiling_not_exporting, load_kernels, needs_grad
 
 
 def _kernels():
@@ -72,7 +72,7 @@ def depthwise_conv_tokens(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
     heads = C // group
     if heads > 1:  # (one kernel per channel already: no copy)
         weight, bias = weight.repeat(heads, 1, 1, 1), None if bias is None else bias.repeat(heads)
-    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # (exported graphs: plain aten ops)
+    if compiling_not_exporting():  # (exported graphs: plain aten ops)
         # the dtype autocast would give F.conv2d, cast outside the op (the op itself runs without autocast)
         dtype = _conv_dtype(x)
         out = _conv_grid(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), H, W)

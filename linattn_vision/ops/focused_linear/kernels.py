@@ -84,13 +84,27 @@ def _pass_config(name, num_heads, head_dim, fp32):
 
 def _with_grid(cfg, N, B, sms):
     """cfg plus the (batch, split) grid for N tokens and batch B: enough programs to fill the chip a few times
-    over, each split covering whole blocks. Plain or symbolic integers (sym_min / sym_max do not guard)."""
+    over, each split covering whole blocks. Plain or symbolic integers (sym_min / sym_max do not guard). With a
+    symbolic N (torch.compile at changing image sizes) the split count does not depend on N, and splits past the
+    last block are left empty (they write zero partials): N's nested divisions in the partial buffer's size and
+    the reduction over it stopped torch 2.11's inductor twice (a self-copy of that buffer, pytorch#189271, then
+    "vr must not be None" for one of its precomputed sizes; session 22, H100)."""
     cfg = dict(cfg)
     n_blocks = triton.cdiv(N, cfg['BLOCK_N'])
-    splits = torch.sym_max(1, torch.sym_min(n_blocks, triton.cdiv(int(cfg.pop('splits_per_sm') * sms), B)))
+    splits = triton.cdiv(int(cfg.pop('splits_per_sm') * sms), B)
+    if not _splits_follow_tokens(n_blocks):
+        splits = torch.sym_max(1, splits)
+        cfg.update(n_blocks=n_blocks, blocks_per_split=triton.cdiv(n_blocks, splits), splits=splits)
+        return cfg
+    splits = torch.sym_max(1, torch.sym_min(n_blocks, splits))
     blocks_per_split = triton.cdiv(n_blocks, splits)
     cfg.update(n_blocks=n_blocks, blocks_per_split=blocks_per_split, splits=triton.cdiv(n_blocks, blocks_per_split))
     return cfg
+
+
+def _splits_follow_tokens(n_blocks) -> bool:
+    """Whether the split count may depend on the token count (not while N is symbolic; see _with_grid)."""
+    return not isinstance(n_blocks, torch.SymInt)
 
 
 def _build_config(name, num_heads, head_dim, N, B, sms, fp32):
@@ -428,7 +442,9 @@ def _launch(name, kernel, x, num_heads, args, partial_size=0, traceable=False, *
     B, N, C = x.shape
     head_dim = C // num_heads
     cfg = _launch_config(name, num_heads, head_dim, N, B, x.device, x.dtype == torch.float32)
-    part = x.new_empty(B, cfg['splits'], partial_size, dtype=torch.float32) if partial_size else None
+    # flat: a (B, splits, partial_size) buffer's fake strides say Max(1, splits) where inductor's say splits, and
+    # torch 2.11 then copied the buffer onto itself after the kernel wrote it (pytorch#189271)
+    part = x.new_empty(B * cfg['splits'] * partial_size, dtype=torch.float32) if partial_size else None
     options = dict(num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
     if cfg.get('maxnreg') and not traceable:
         options['maxnreg'] = cfg['maxnreg']
@@ -439,7 +455,7 @@ def _launch(name, kernel, x, num_heads, args, partial_size=0, traceable=False, *
         STATE=cfg['STATE'], **options, **constexprs)
     if COMPILE_STATS is not None and not INTERPRET and not traceable:
         COMPILE_STATS[name] = (compiled.n_regs, compiled.n_spills)
-    return part
+    return None if part is None else part.view(B, cfg['splits'], partial_size)
 
 
 def _meta(q, focusing_factor: float) -> dict:
