@@ -22,8 +22,8 @@
 #   agent-tiles  the agent kernels' launch settings swept at those shapes (kernels.CONFIG_OVERRIDE; ~1.5 min)
 #   agent-kernels  the fused agent step's GPU time per kernel at those shapes (torch.profiler; <1 min)
 #   agent-inductor  compiled training of Agent-Swin-T and Swin-T profiled with inductor's layout-optimisation
-#            decision per graph and the source of each model's three slowest inductor kernels (~4 min; session 21:
-#            Agent-Swin-T's two slowest were LayerNorm-backward reductions, 0.97 + 0.46 ms per step)
+#            decision per graph and the source of each model's three slowest inductor kernels (~4 min; session 22
+#            found layout optimisation on for Agent-Swin-T's graph on torch 2.11: its DWC custom op was not taken)
 #   agent-profile  per-kernel CUDA time of Agent-Swin-T vs Swin-T training, eager and compiled (~5 min: its
 #            compiled half took ~4 min in session 19)
 #
