@@ -120,7 +120,7 @@ def agent_kernel_resources(n_agents: int, head_dim: int = 32, dtype_name: str = 
     from linattn_vision.ops.agent import kernels
 
     dtype = DTYPES[dtype_name]
-    common = kernels._constants(torch.empty(1, 1, 1, head_dim, dtype=dtype), n_agents)
+    common = kernels._constants(head_dim, dtype, n_agents)
     options = dict(num_warps=common.pop('num_warps'))
     results = {}
     for kernel in (kernels._aggregate_fwd_kernel, kernels._aggregate_combine_kernel, kernels._broadcast_fwd_kernel,

@@ -73,6 +73,22 @@ def _errors(device, dtype):
         out = agent_op.agent_attention(*leaves)
         runs.append([out, *torch.autograd.grad(out, leaves, grad.to(device, dtype))])
     results['deterministic'] = all(torch.equal(a, b) for a, b in zip(*runs))
+    # the registered ops on token-major (B, T, heads * d) tensors (heads > 0, what compiled graphs pass) give bitwise
+    # what they give on the head-split views
+    B, H, N, M, n, d = 2, 2, 37, 29, 9, 16
+    q, k, v, agent, agent_bias, query_bias, grad = (t.to(device, dtype)
+                                                    for t in _inputs(B, H, N, M, n, d, True, 1.0, seed=9))
+    out, *saved = torch.ops.linattn.agent_attention_fwd(q, k, v, agent, agent_bias, query_bias, 0.25)
+    grads = torch.ops.linattn.agent_attention_bwd(grad, q, k, v, agent, agent_bias, query_bias, *saved, 0.25, True,
+                                                  True)
+    merge = agent_op._merge_heads
+    tokens = [merge(t) for t in (q, k, v, agent, grad)]
+    out_t, *saved_t = torch.ops.linattn.agent_attention_fwd(*tokens[:4], agent_bias, query_bias, 0.25, H)
+    grads_t = torch.ops.linattn.agent_attention_bwd(tokens[4], *tokens[:4], agent_bias, query_bias, *saved_t, 0.25,
+                                                    True, True, H)
+    results['token_major_equal'] = (torch.equal(merge(out), out_t) and
+                                    all(torch.equal(merge(a), b) for a, b in zip(grads[:4], grads_t[:4])) and
+                                    all(torch.equal(a, b) for a, b in zip(grads[4:], grads_t[4:])))
     # token-major inputs (agent_attention_tokens: the kernels split and merge the heads in place): the same numbers,
     # bitwise, as head-split inputs with the same values
     *inputs, grad = _inputs(*CASES[2][1:], seed=0)
@@ -104,7 +120,7 @@ def _errors(device, dtype):
 
 
 def _check(results, dtype):
-    assert results.pop('deterministic') and results.pop('token_major')
+    assert results.pop('deterministic') and results.pop('token_major') and results.pop('token_major_equal')
     assert results.pop('padded_bias_rows') < TOL[dtype]
     for name, r in results.items():
         assert r['fused'] and r['finite'] and r['shapes_ok'], (name, r)
@@ -229,11 +245,11 @@ TRACE_HEADS, TRACE_HEAD_DIM, TRACE_AGENTS = 3, 32, 9
 def fake_sm90(monkeypatch):
     """Kernel launches traced for an H100 without a GPU (as test_focused_linear_trace.py does)."""
     triton = pytest.importorskip('triton')
-    from test_focused_linear_trace import _Sm90Driver
+    from fake_gpu import Sm90Driver  # tests/fake_gpu.py
     from linattn_vision.ops.agent import kernels
     monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
     # (the driver object keeps the active driver in _active; monkeypatch puts the old one back, even None)
-    monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
+    monkeypatch.setattr(triton.runtime.driver, '_active', Sm90Driver())
 
 
 def _trace_launches(qkv):

@@ -5,18 +5,9 @@ target) finds exactly the buffers each kernel writes."""
 import pytest
 import torch
 
+from fake_gpu import Sm90Driver  # tests/fake_gpu.py
+
 triton = pytest.importorskip('triton')
-
-
-class _Sm90Driver:
-    """Stands in for Triton's CUDA driver where there is no GPU: all that tracing asks of it is the target."""
-
-    def get_current_target(self):
-        from triton.backends.compiler import GPUTarget
-        return GPUTarget('cuda', 90, 32)
-
-    def get_active_torch_device(self):
-        return torch.device('cuda')
 
 
 def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(monkeypatch):
@@ -28,7 +19,7 @@ def test_ops_trace_into_their_kernels_on_fake_cuda_tensors(monkeypatch):
     monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
     monkeypatch.setattr(op, '_runs_triton', lambda x, traceable=False: True)
     # (the driver object keeps the active driver in _active; monkeypatch puts the old one back, even None)
-    monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
+    monkeypatch.setattr(triton.runtime.driver, '_active', Sm90Driver())
 
     def step(q, k, v, scale, pos):
         out, state = torch.ops.linattn.focused_linear_attention_fwd(q, k, v, scale, pos, 3, 3.0)
@@ -64,7 +55,7 @@ def test_ops_trace_with_symbolic_batch_and_tokens(monkeypatch, dynamic_batch):
     from linattn_vision.ops.focused_linear import kernels, op
     monkeypatch.setattr(kernels, 'sm_count', lambda device: 132)
     monkeypatch.setattr(op, '_runs_triton', lambda x, traceable=False: True)
-    monkeypatch.setattr(triton.runtime.driver, '_active', _Sm90Driver())
+    monkeypatch.setattr(triton.runtime.driver, '_active', Sm90Driver())
 
     def step(qkv, scale, pos):
         q, k, v = qkv.unbind(2)

@@ -66,15 +66,27 @@ def _split(units, programs_per_unit, device, n_pad):
     return triton.cdiv(units, per_part), per_part
 
 
-def _constants(q: torch.Tensor, n: int) -> dict:
-    """The kernels' compile-time constants and warps for q's head dim and dtype and n agents."""
+def _constants(head_dim: int, dtype: torch.dtype, n: int) -> dict:
+    """The kernels' compile-time constants and warps for the head dim, the inputs' dtype and n agents."""
     n_pad = _pad(n)
-    return dict(N_PAD=n_pad, D_PAD=_pad(q.shape[-1]), BLOCK_T=_block_tokens(n_pad), IEEE=q.dtype == torch.float32,
+    return dict(N_PAD=n_pad, D_PAD=_pad(head_dim), BLOCK_T=_block_tokens(n_pad), IEEE=dtype == torch.float32,
                 num_warps=CONFIG_OVERRIDE.get('num_warps', 4))
 
 
-def _strides(t: torch.Tensor) -> tuple:
-    return t.stride(0), t.stride(1), t.stride(2)
+def _dims(t: torch.Tensor, heads: int = 0) -> tuple:
+    """(B, H, T, d) of a head-split tensor (heads 0) or of the heads of a token-major (B, T, heads * d) one."""
+    if not heads:
+        return tuple(t.shape)
+    B, T, C = t.shape
+    return B, heads, T, C // heads
+
+
+def _strides(t: torch.Tensor, heads: int = 0) -> tuple:
+    """(batch, head, token) strides, as _dims: token-major tensors are read in place, with no view op (see
+    op.py on compiled graphs; the channel stride is 1)."""
+    if not heads:
+        return t.stride(0), t.stride(1), t.stride(2)
+    return t.stride(0), t.shape[2] // heads, t.stride(1)
 
 
 def _bias_args(bias, placeholder: torch.Tensor) -> tuple:
@@ -330,74 +342,80 @@ def _launcher(kernel, traceable: bool):
     return torch.library.wrap_triton(kernel) if traceable else kernel
 
 
-def _head_major(B, H, T, d, dtype, device) -> torch.Tensor:
-    """An empty (B, H, T, d) tensor laid out (B, T, H, d): what the layers reshape to (B, T, H * d) for free."""
+def _head_major(B, H, T, d, dtype, device, heads: int = 0) -> torch.Tensor:
+    """An empty (B, H, T, d) tensor laid out (B, T, H, d): what the layers reshape to (B, T, H * d) for free; with
+    heads, that (B, T, H * d) tensor itself."""
+    if heads:
+        return torch.empty(B, T, H * d, dtype=dtype, device=device)
     return torch.empty(B, T, H, d, dtype=dtype, device=device).transpose(1, 2)
 
 
-def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: bool = False):
+def forward(q, k, v, agent, agent_bias, query_bias, scale: float, traceable: bool = False, heads: int = 0):
     """-> O (B, H, N, d) in q's dtype, laid out (B, N, H, d), and for the backward: V_A (B, H, N_PAD, D_PAD) fp32 and
     the aggregation's softmax statistics (2, B, H, N_PAD) fp32, max score and sum of exponentials (kept apart, not as
     one log-sum-exp: with scores in the thousands, s - lse in fp32 loses the digits that s - max keeps; the broadcast
     step needs none, its backward recomputes a token's softmax whole). Biases: contiguous (H, n, M) / (H, N, n) or
-    None."""
-    B, H, N, d = q.shape
-    n, M = agent.shape[2], k.shape[2]
-    common = _constants(q, n)
+    None. heads: q, k, v, agent and O are token-major, (B, T, heads * d)."""
+    B, H, N, d = _dims(q, heads)
+    n, M = _dims(agent, heads)[2], _dims(k, heads)[2]
+    common = _constants(d, q.dtype, n)
     n_pad, d_pad, block_t = common['N_PAD'], common['D_PAD'], common['BLOCK_T']
     # aggregation: token blocks split across programs, every split starting inside the tokens
     splits, per_split = _split(triton.cdiv(M, block_t), B * H, q.device, n_pad)
     part = torch.empty(splits, B * H, n_pad * (d_pad + 2), dtype=torch.float32, device=q.device)
     _launcher(_aggregate_fwd_kernel, traceable)[(splits, B * H)](
-        agent, *_strides(agent), k, *_strides(k), v, *_strides(v), *_bias_args(agent_bias, q), part,
-        H, n, M, d, scale, per_split, HAS_BIAS=agent_bias is not None, **common)
+        agent, *_strides(agent, heads), k, *_strides(k, heads), v, *_strides(v, heads), *_bias_args(agent_bias, q),
+        part, H, n, M, d, scale, per_split, HAS_BIAS=agent_bias is not None, **common)
     agent_v = torch.empty(B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
     stats_agents = torch.empty(2, B, H, n_pad, dtype=torch.float32, device=q.device)
     _launcher(_aggregate_combine_kernel, traceable)[(B * H,)](part, agent_v, stats_agents, splits, B * H,
                                                               N_PAD=n_pad, D_PAD=d_pad, num_warps=4)
-    out = _head_major(B, H, N, d, q.dtype, q.device)
+    out = _head_major(B, H, N, d, q.dtype, q.device, heads)
     _launcher(_broadcast_fwd_kernel, traceable)[(triton.cdiv(N, block_t), B * H)](
-        q, *_strides(q), agent, *_strides(agent), agent_v, *_bias_args(query_bias, q), out,
-        *_strides(out), H, n, N, d, scale, HAS_BIAS=query_bias is not None, **common)
+        q, *_strides(q, heads), agent, *_strides(agent, heads), agent_v, *_bias_args(query_bias, q), out,
+        *_strides(out, heads), H, n, N, d, scale, HAS_BIAS=query_bias is not None, **common)
     return out, agent_v, stats_agents
 
 
 def backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, scale: float,
-             bias_grads: tuple[bool, bool] = (True, True), traceable: bool = False):
+             bias_grads: tuple[bool, bool] = (True, True), traceable: bool = False, heads: int = 0):
     """-> dq, dk, dv, d agent (dtypes of the inputs; dq, dk, dv laid out (B, T, H, d)), and fp32 d agent_bias
-    (H, n, M) and d query_bias (H, N, n), each None where its bias is None or bias_grads says it is not needed."""
-    B, H, N, d = q.shape
-    n, M = agent.shape[2], k.shape[2]
-    common = _constants(q, n)
+    (H, n, M) and d query_bias (H, N, n), each None where its bias is None or bias_grads says it is not needed.
+    heads: dout, q, k, v, agent and their gradients are token-major, as in forward."""
+    B, H, N, d = _dims(q, heads)
+    n, M = _dims(agent, heads)[2], _dims(k, heads)[2]
+    common = _constants(d, q.dtype, n)
     n_pad, d_pad, block_t = common['N_PAD'], common['D_PAD'], common['BLOCK_T']
 
     blocks = triton.cdiv(N, block_t)
     chunks, per_chunk = _split(B, blocks * H, q.device, n_pad)
     grad_query_bias = query_bias is not None and bias_grads[1]
-    dq = _head_major(B, H, N, d, q.dtype, q.device)
+    dq = _head_major(B, H, N, d, q.dtype, q.device, heads)
     part = torch.empty(blocks, 2, B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
     dquery_bias = (torch.empty(chunks, H, N, n_pad, dtype=torch.float32, device=q.device) if grad_query_bias
                    else None)
     _launcher(_broadcast_bwd_kernel, traceable)[(blocks, H, chunks)](
-        q, *_strides(q), agent, *_strides(agent), agent_v, *_bias_args(query_bias, q), dout,
-        *_strides(dout), dq, *_strides(dq), part, part if dquery_bias is None else dquery_bias,
+        q, *_strides(q, heads), agent, *_strides(agent, heads), agent_v, *_bias_args(query_bias, q), dout,
+        *_strides(dout, heads), dq, *_strides(dq, heads), part, part if dquery_bias is None else dquery_bias,
         B, H, n, N, d, scale, per_chunk, HAS_BIAS=query_bias is not None, BIAS_GRAD=grad_query_bias, **common)
     dagent, dagent_v = part.sum(0)
 
     blocks = triton.cdiv(M, block_t)
     chunks, per_chunk = _split(B, blocks * H, q.device, n_pad)
     grad_agent_bias = agent_bias is not None and bias_grads[0]
-    dk = _head_major(B, H, M, d, k.dtype, k.device)
-    dv = _head_major(B, H, M, d, v.dtype, v.device)
+    dk = _head_major(B, H, M, d, k.dtype, k.device, heads)
+    dv = _head_major(B, H, M, d, v.dtype, v.device, heads)
     part = torch.empty(blocks, B, H, n_pad, d_pad, dtype=torch.float32, device=q.device)
     dagent_bias = (torch.empty(chunks, H, n_pad, M, dtype=torch.float32, device=q.device) if grad_agent_bias
                    else None)
     _launcher(_aggregate_bwd_kernel, traceable)[(blocks, H, chunks)](
-        agent, *_strides(agent), k, *_strides(k), v, *_strides(v), agent_v, dagent_v, stats_agents,
-        *_bias_args(agent_bias, q), dk, *_strides(dk), dv, *_strides(dv), part,
+        agent, *_strides(agent, heads), k, *_strides(k, heads), v, *_strides(v, heads), agent_v, dagent_v,
+        stats_agents, *_bias_args(agent_bias, q), dk, *_strides(dk, heads), dv, *_strides(dv, heads), part,
         part if dagent_bias is None else dagent_bias, B, H, n, M, d, scale, per_chunk,
         HAS_BIAS=agent_bias is not None, BIAS_GRAD=grad_agent_bias, **common)
     dagent = (dagent + part.sum(0))[:, :, :n, :d].to(agent.dtype)
+    if heads:
+        dagent = dagent.transpose(1, 2).reshape(B, n, H * d)
     return (dq, dk, dv, dagent,
             None if dagent_bias is None else dagent_bias.sum(0)[:, :n],
             None if dquery_bias is None else dquery_bias.sum(0)[..., :n])

@@ -198,8 +198,13 @@ def _runs_fused(q, k, v, agent, agent_bias, query_bias, dropout_p: float, heads:
     if not (_bias_fits(agent_bias, H, n, M) and _bias_fits(query_bias, H, N, n)):
         return False
     if torch.compiler.is_compiling():
-        return q.is_cuda and TRITON_FOUND  # interpreted kernels cannot be traced
+        return _traces_kernels(q)
     return load_kernels(__package__ + '.kernels') is not None
+
+
+def _traces_kernels(q: torch.Tensor) -> bool:
+    """Whether compiled graphs launch the kernels for q: CUDA tensors (interpreted kernels cannot be traced)."""
+    return q.is_cuda and TRITON_FOUND
 
 
 def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -225,30 +230,36 @@ def _unit_last_stride(t):
 # The ops take the biases as the layers pass them (contiguous, (1, H, ...) or (H, ...)). Custom ops cannot return
 # None, so a gradient that is not needed comes back as an empty tensor.
 
+# heads > 0: q, k, v, agent, out and their gradients are token-major, (B, T, heads * d), and the kernels read and write
+# the heads in place. Compiled graphs use this: head-split views, saved for the backward, were outputs of inductor's
+# forward graph, and with a symbolic token count (new image sizes) inductor could not order their strides ("cannot
+# determine truth value of Relational", Agent-PVT-T on CPU with the kernels' route forced, session 22).
+
 @torch.library.triton_op('linattn::agent_attention_fwd', mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agent: torch.Tensor, agent_bias: Optional[torch.Tensor],
-            query_bias: Optional[torch.Tensor], scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            query_bias: Optional[torch.Tensor], scale: float,
+            heads: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (out (B, H, N, d) laid out (B, N, H, d), and the fp32 V_A and softmax statistics the backward takes)."""
-    return _kernel_module().forward(q, k, v, agent, agent_bias, query_bias, scale, traceable=True)
+    return _kernel_module().forward(q, k, v, agent, agent_bias, query_bias, scale, traceable=True, heads=heads)
 
 
 @torch.library.triton_op('linattn::agent_attention_bwd', mutates_args=())
 def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agent: torch.Tensor,
             agent_bias: Optional[torch.Tensor], query_bias: Optional[torch.Tensor], agent_v: torch.Tensor,
             stats_agents: torch.Tensor, scale: float, agent_bias_grad: bool,
-            query_bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                            torch.Tensor]:
+            query_bias_grad: bool, heads: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                            torch.Tensor, torch.Tensor]:
     """-> (dq, dk, dv, d agent, fp32 d agent_bias, fp32 d query_bias; an empty tensor for a bias gradient not
     asked for)."""
     grads = _kernel_module().backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents,
-                                      scale, (agent_bias_grad, query_bias_grad), traceable=True)
+                                      scale, (agent_bias_grad, query_bias_grad), traceable=True, heads=heads)
     return tuple(q.new_empty(0) if g is None else g for g in grads)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, agent, agent_bias, query_bias, scale = inputs
+    q, k, v, agent, agent_bias, query_bias, scale, *heads = inputs
     ctx.save_for_backward(q, k, v, agent, agent_bias, query_bias, *output[1:])
-    ctx.scale = scale
+    ctx.scale, ctx.op_heads = scale, (heads[0] if heads else 0)
 
 
 def _backward(ctx, dout, *_unused, backward=torch.ops.linattn.agent_attention_bwd):
@@ -257,10 +268,10 @@ def _backward(ctx, dout, *_unused, backward=torch.ops.linattn.agent_attention_bw
                   query_bias is not None and ctx.needs_input_grad[5])
     dq, dk, dv, dagent, dagent_bias, dquery_bias = backward(
         _unit_last_stride(dout), q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, ctx.scale,
-        *bias_grads)
+        *bias_grads, *((ctx.op_heads,) if ctx.op_heads else ()))
     dagent_bias = dagent_bias.to(agent_bias.dtype).view(agent_bias.shape) if bias_grads[0] else None
     dquery_bias = dquery_bias.to(query_bias.dtype).view(query_bias.shape) if bias_grads[1] else None
-    return dq, dk, dv, dagent, dagent_bias, dquery_bias, None
+    return dq, dk, dv, dagent, dagent_bias, dquery_bias, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -296,17 +307,14 @@ class _EagerAgentAttention(torch.autograd.Function):
         grads = _backward(ctx, dout, backward=_eager_backward)
         if ctx.heads is not None:
             grads = tuple(_merge_heads(g) for g in grads[:4]) + grads[4:]
-        return grads + (None,)
+        return grads
 
 
 def _fused(q, k, v, agent, agent_bias, query_bias, scale: float, heads: Optional[int] = None):
     q, k, v, agent = (_unit_last_stride(t) for t in (q, k, v, agent))
     args = (q, k, v, agent, agent_bias, query_bias, float(scale))
     if torch.compiler.is_compiling():
-        if heads is None:
-            return torch.ops.linattn.agent_attention_fwd(*args)[0]
-        split = tuple(_split_heads(t, heads) for t in args[:4])
-        return _merge_heads(torch.ops.linattn.agent_attention_fwd(*split, *args[4:])[0])
+        return torch.ops.linattn.agent_attention_fwd(*args, heads or 0)[0]
     return _EagerAgentAttention.apply(*args, heads)
 
 
