@@ -239,7 +239,8 @@ def _unit_last_stride(t):
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agent: torch.Tensor, agent_bias: Optional[torch.Tensor],
             query_bias: Optional[torch.Tensor], scale: float,
             heads: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (out (B, H, N, d) laid out (B, N, H, d), and the fp32 V_A and softmax statistics the backward takes)."""
+    """-> (out (B, H, N, d) laid out (B, N, H, d), or (B, N, heads * d) with heads, and the fp32 V_A and softmax
+    statistics the backward takes)."""
     return _kernel_module().forward(q, k, v, agent, agent_bias, query_bias, scale, traceable=True, heads=heads)
 
 
@@ -249,8 +250,8 @@ def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
             stats_agents: torch.Tensor, scale: float, agent_bias_grad: bool,
             query_bias_grad: bool, heads: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                             torch.Tensor, torch.Tensor]:
-    """-> (dq, dk, dv, d agent, fp32 d agent_bias, fp32 d query_bias; an empty tensor for a bias gradient not
-    asked for)."""
+    """-> (dq, dk, dv, d agent (laid out as their inputs' heads), fp32 d agent_bias, fp32 d query_bias; an empty
+    tensor for a bias gradient not asked for)."""
     grads = _kernel_module().backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents,
                                       scale, (agent_bias_grad, query_bias_grad), traceable=True, heads=heads)
     return tuple(q.new_empty(0) if g is None else g for g in grads)
