@@ -269,7 +269,7 @@ def _backward(ctx, dout, *_unused, backward=torch.ops.linattn.agent_attention_bw
                   query_bias is not None and ctx.needs_input_grad[5])
     dq, dk, dv, dagent, dagent_bias, dquery_bias = backward(
         _unit_last_stride(dout), q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, ctx.scale,
-        *bias_grads, *((ctx.op_heads,) if ctx.op_heads else ()))
+        *bias_grads, ctx.op_heads)
     dagent_bias = dagent_bias.to(agent_bias.dtype).view(agent_bias.shape) if bias_grads[0] else None
     dquery_bias = dquery_bias.to(query_bias.dtype).view(query_bias.shape) if bias_grads[1] else None
     return dq, dk, dv, dagent, dagent_bias, dquery_bias, None, None
@@ -279,9 +279,9 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _eager_backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents, scale,
-                    agent_bias_grad, query_bias_grad):
+                    agent_bias_grad, query_bias_grad, heads):
     return _kernel_module().backward(dout, q, k, v, agent, agent_bias, query_bias, agent_v, stats_agents,
-                                     scale, (agent_bias_grad, query_bias_grad))
+                                     scale, (agent_bias_grad, query_bias_grad), heads=heads)
 
 
 class _EagerAgentAttention(torch.autograd.Function):

@@ -92,13 +92,14 @@ def _with_grid(cfg, N, B, sms):
     cfg = dict(cfg)
     n_blocks = triton.cdiv(N, cfg['BLOCK_N'])
     splits = triton.cdiv(int(cfg.pop('splits_per_sm') * sms), B)
-    if not _splits_follow_tokens(n_blocks):
-        splits = torch.sym_max(1, splits)
-        cfg.update(n_blocks=n_blocks, blocks_per_split=triton.cdiv(n_blocks, splits), splits=splits)
-        return cfg
-    splits = torch.sym_max(1, torch.sym_min(n_blocks, splits))
+    follow_tokens = _splits_follow_tokens(n_blocks)
+    if follow_tokens:
+        splits = torch.sym_min(n_blocks, splits)
+    splits = torch.sym_max(1, splits)
     blocks_per_split = triton.cdiv(n_blocks, splits)
-    cfg.update(n_blocks=n_blocks, blocks_per_split=blocks_per_split, splits=triton.cdiv(n_blocks, blocks_per_split))
+    if follow_tokens:  # no split without a block
+        splits = triton.cdiv(n_blocks, blocks_per_split)
+    cfg.update(n_blocks=n_blocks, blocks_per_split=blocks_per_split, splits=splits)
     return cfg
 
 
