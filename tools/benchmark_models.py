@@ -25,8 +25,9 @@ every LayerNorm the fused one, called alternately with the fused path off and on
 on one machine start is then one compile per row, e.g. with each tree first on PYTHONPATH in turn:
     PYTHONPATH=TREE python tools/benchmark_models.py --models agent_swin_t --no-eager --training-only \
         --compile-cudagraphs
---nan-steps N trains each of this toolkit's models N steps on one fixed synthetic batch under bf16 autocast and
-reports the last loss, the largest |grad| seen and whether any loss or gradient was NaN/inf.
+--nan-steps N trains each of this toolkit's models N steps on one fixed synthetic batch under bf16 autocast
+(--nan-dtypes bf16 fp16: also fp16 with a GradScaler) and reports the last loss, the largest |grad| seen, the steps
+the fp16 scaler skipped and whether any loss or applied step's gradient was NaN/inf.
 Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
 """
 from __future__ import annotations
@@ -147,26 +148,41 @@ def measure_training(name, batch, size, mode, warmup, iters):
     return batch * 1000 / ms, torch.cuda.max_memory_allocated() / 2**30
 
 
-def nan_check(name, steps, batch=32, size=224, mode='eager'):
-    """Train on one fixed batch under bf16 autocast; loss and grads must stay finite (and the loss should fall)."""
-    torch.manual_seed(0)
-    model = build(name, mode).train()
+AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def nan_check(model, steps, dtype=torch.bfloat16, batch=32, size=224, num_classes=1000, init_scale=2.0 ** 16):
+    """Train ``model`` ``steps`` steps on one fixed batch under autocast to ``dtype`` (AdamW 5e-4, gradients clipped
+    to norm 5), fp16 with a GradScaler as AMP training needs. Returns the first and last loss, the largest |grad|
+    of the applied steps (unscaled, before clipping), how many steps the fp16 scaler skipped (their scaled gradients
+    overflowed, which it handles by lowering the scale) and whether every loss and every applied step's gradients
+    were finite."""
+    device = next(model.parameters()).device
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
-    x = torch.randn(batch, 3, size, size, device='cuda')
-    y = torch.randint(0, 1000, (batch,), device='cuda')
-    max_grad, first_loss, loss, finite = 0.0, None, None, True
+    scaler = torch.amp.GradScaler(device.type, init_scale=init_scale, enabled=dtype == torch.float16)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    max_grad, first_loss, loss, finite, skipped = 0.0, None, None, True, 0
     for _ in range(steps):
-        with torch.autocast('cuda', dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=dtype):
             loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         grad_max = torch.stack([p.grad.abs().max() for p in model.parameters() if p.grad is not None]).max()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        max_grad = max(max_grad, grad_max.item())
         first_loss = loss.item() if first_loss is None else first_loss
-        finite = finite and bool(torch.isfinite(loss)) and max_grad == max_grad and max_grad != float('inf')
-    return first_loss, loss.item(), max_grad, finite
+        finite = finite and bool(torch.isfinite(loss))
+        if scaler.get_scale() < scale:  # the scaler found inf/NaN in the scaled gradients and skipped the step
+            skipped += 1
+        else:
+            max_grad = max(max_grad, grad_max.item())
+            finite = finite and bool(torch.isfinite(grad_max))
+    return first_loss, loss.item(), max_grad, skipped, finite
 
 
 def fmt(value, spec='.0f'):
@@ -294,6 +310,8 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--nan-steps', type=int, default=0)
+    parser.add_argument('--nan-dtypes', nargs='+', choices=sorted(AUTOCAST_DTYPES), default=['bf16'],
+                        help='autocast dtypes of the --nan-steps runs')
     parser.add_argument('--time-budget', type=float, default=1e9, help='seconds; later rows say "skipped (time)"')
     parser.add_argument('--autograd-main-thread', action='store_true',
                         help='training backward on the calling thread (torch.autograd.set_multithreading_enabled'
@@ -331,13 +349,18 @@ def main(argv=None):
         print('| ' + ' | '.join(cells) + ' |', flush=True)
         failed += failed_settings(header, cells)
     if args.nan_steps:
-        print(f'\n# {args.nan_steps}-step bf16 autocast training on one fixed batch of 32 (AdamW 5e-4, clip 5)')
-        print('| model | first loss | last loss | max |grad| | all finite |')
-        print('|---|---|---|---|---|')
+        print(f'\n# {args.nan_steps}-step autocast training on one fixed batch of 32 (AdamW 5e-4, clip 5; fp16 with '
+              f'a GradScaler, whose skipped steps are counted)')
+        print('| model | autocast | first loss | last loss | max |grad| | skipped steps | all finite |')
+        print('|---|---|---|---|---|---|---|')
         ours = [m for m in args.models if m in OURS or m.startswith(('flatten_', 'agent_'))]
         for name in ours:
-            first, last, max_grad, finite = nan_check(name, args.nan_steps)
-            print(f'| {name} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {finite} |', flush=True)
+            for dtype in args.nan_dtypes:
+                torch.manual_seed(0)
+                first, last, max_grad, skipped, finite = nan_check(build(name), args.nan_steps,
+                                                                   AUTOCAST_DTYPES[dtype])
+                print(f'| {name} | {dtype} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {skipped} | {finite} |',
+                      flush=True)
     print(f'# total {time.time() - start:.0f} s')
     if failed:
         # the table is printed whole; the exit status tells scripts (tools/gpu_check.sh) that a setting failed

@@ -5,7 +5,7 @@
 #   tests-compiled  pytest -m gpu of whole models trained under inductor at new batch and image sizes (>5 min:
 #            three of its four tests took 300 s on an H200)
 #   op       the op table, all methods (~3 min)
-#   models   whole-model table, eager + CUDA graphs, 200-step NaN check (~4 min)
+#   models   whole-model table, eager + CUDA graphs, 200-step NaN check in bf16 and fp16 (~5 min)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T, Agent-Swin-T and Swin-T (~6 min)
 #   compile-cg  the same under torch.compile(mode='reduce-overhead'): CUDA graphs, no host in the step (~4 min)
 #            (a setting that raises is an 'error' cell and fails the part)
@@ -47,7 +47,7 @@ for part in "${parts[@]}"; do
         tests-compiled) python -m pytest -q -rfE --tb=short tests/models/test_compiled_training.py -m gpu \
                             -p no:cacheprovider ;;
         op) python tools/benchmark_attention.py --reps 20 --host ;;
-        models) python tools/benchmark_models.py --graph --nan-steps 200 ;;
+        models) python tools/benchmark_models.py --graph --nan-steps 200 --nan-dtypes bf16 fp16 ;;
         compile) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \
                      --compile flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         compile-cg) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \

@@ -33,6 +33,24 @@ def test_reference_half_inputs_up_to_1e3_stay_finite(dtype):
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_exact_path_under_autocast_computes_as_without(dtype):
+    """An AMP model calls the op on CPU (or with the reference forced) inside autocast, which would run the
+    reference's products in half precision: there 1 / (phi(q) . kmean + eps) overflowed fp16 for a head whose
+    focused query is tiny (a token negative in that head only) and the output was NaN (found by a 30-step fp16
+    training run of FLatten-PVT on CPU). The exact path computes as without autocast, gradients included."""
+    q, k, v, scale, pos = make_inputs(2, 30, 2, 16, dtype, 'cpu')
+    q[:, :5, :16] = -q[:, :5, :16].abs()  # five tokens negative in head 0 and not in head 1
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = focused_linear_attention(q, k, v, scale, pos, 2)
+    grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+    with torch.autocast('cpu', dtype=dtype):
+        out_amp = focused_linear_attention(q, k, v, scale, pos, 2)
+    grads_amp = torch.autograd.grad(out_amp.float().square().sum(), (q, k, v))  # (backward outside, as AMP does)
+    assert torch.isfinite(out_amp).all()
+    assert torch.equal(out_amp, out) and all(torch.equal(a, b) for a, b in zip(grads_amp, grads))
+
+
 # (B, N, heads, head_dim, with_pos, focusing_factor)
 OP_CASES = [(2, 37, 3, 16, True, 3.0), (1, 23, 1, 24, False, 2.5), (2, 17, 4, 8, True, 3.0)]
 

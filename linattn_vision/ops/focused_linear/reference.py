@@ -4,6 +4,8 @@ This is the oracle for every fast path and the implementation used off-GPU. It f
 official code: the focusing function runs over all C channels of a token (before the head split), and the
 key statistics are averaged over N (kv / N, mean of k) with all accumulation in float32 or wider.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,19 @@ def focused_linear_attention_reference(
     B, N, C = q.shape
     if C % num_heads:
         raise ValueError(f'channels {C} not divisible by num_heads {num_heads}')
+    # without autocast: it would run the products below in its low precision, where 1 / (phi(q) . kmean + eps)
+    # overflows fp16 for a head whose focused query is tiny (a token negative in that head) and gives inf * 0 = NaN
+    with _autocast_off(q.device.type):
+        return _reference_core(q, k, v, scale, pos, num_heads, focusing_factor)
+
+
+def _autocast_off(device_type: str):
+    return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) \
+        else contextlib.nullcontext()
+
+
+def _reference_core(q, k, v, scale, pos, num_heads, focusing_factor):
+    B, N, C = q.shape
     out_dtype = v.dtype
     # fp16 overflows in a^3 above ~40; compute in fp32 at least (float64 stays float64)
     work = torch.promote_types(q.dtype, torch.float32)
