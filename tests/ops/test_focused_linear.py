@@ -51,6 +51,20 @@ def test_exact_path_under_autocast_computes_as_without(dtype):
     assert torch.equal(out_amp, out) and all(torch.equal(a, b) for a, b in zip(grads_amp, grads))
 
 
+def test_exported_exact_path_is_plain_aten_ops():
+    """torch.export of a module calling the op off-GPU: plain aten ops another runtime knows (no linattn op, no
+    autocast region), the eager numbers."""
+    class Core(torch.nn.Module):
+        def forward(self, q, k, v, scale, pos):
+            return focused_linear_attention(q, k, v, scale, pos, 2)
+
+    inputs = make_inputs(2, 30, 2, 16, torch.float32, 'cpu')
+    exported = torch.export.export(Core(), inputs)
+    targets = [str(n.target) for n in exported.graph.nodes if n.op == 'call_function']
+    assert targets and all(t.startswith('aten.') for t in targets), targets
+    torch.testing.assert_close(exported.module()(*inputs), Core()(*inputs), rtol=0, atol=0)
+
+
 # (B, N, heads, head_dim, with_pos, focusing_factor)
 OP_CASES = [(2, 37, 3, 16, True, 3.0), (1, 23, 1, 24, False, 2.5), (2, 17, 4, 8, True, 3.0)]
 

@@ -54,8 +54,11 @@ def focused_linear_attention_reference(
 
 
 def _autocast_off(device_type: str):
-    return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) \
-        else contextlib.nullcontext()
+    """Autocast off where it is on (an unconditional context would leave a wrap_with_autocast node in graphs that
+    torch.export takes without autocast)."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _reference_core(q, k, v, scale, pos, num_heads, focusing_factor):
