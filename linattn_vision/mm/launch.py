@@ -148,11 +148,25 @@ def check_data(cfg, loaders: Sequence[str]) -> None:
 
 
 def check_inputs(cfg, loaders: Sequence[str]) -> None:
-    """One-line failures before anything is built: unknown backbone type, missing data, broken annotations."""
+    """One-line failures before anything is built: unknown backbone type, missing data, broken annotations, AMP
+    training without an accelerator."""
     from .errors import check_backbone_cfg
     if config_scope(cfg) in DENSE_SCOPES:
         check_backbone_cfg(cfg)
     check_data(cfg, loaders)
+    if 'train' in loaders:
+        check_amp_device(cfg)
+
+
+def check_amp_device(cfg) -> None:
+    """mmengine's AmpOptimWrapper asserts an accelerator deep inside the runner's build: say so in one line."""
+    if (cfg.get('optim_wrapper') or {}).get('type') != 'AmpOptimWrapper':
+        return
+    from mmengine.device import get_device
+    if get_device() == 'cpu':
+        raise UserInputError("AMP training (--amp, or optim_wrapper.type='AmpOptimWrapper' in the config) needs a GPU: "
+                             "mmengine's AmpOptimWrapper runs on CUDA, NPU, MLU or MUSA devices and this machine has "
+                             "none; train without --amp")
 
 
 def enable_visualization(cfg, scope: str, show: bool, show_dir: str | None, wait_time: float) -> None:

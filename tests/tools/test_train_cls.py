@@ -241,6 +241,17 @@ def test_missing_dataset_is_one_line(toy_root, tmp_path):
     assert len(lines) == 1 and lines[0].startswith('train.py: error: ')
     assert str(tmp_path / 'nowhere') in lines[0]
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='AMP without an accelerator')
+def test_amp_without_an_accelerator_is_one_line(toy_root, tmp_path, capsys):
+    """mmengine's AmpOptimWrapper asserted deep in the runner's build (a 30-line traceback) on a CPU machine."""
+    config = write_config(tmp_path / 'toy_amp.py', toy_root)
+    with pytest.raises(SystemExit) as exit_info:
+        train_tool.main([config, '--amp', '--work-dir', str(tmp_path / 'work')])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('train.py: error: AMP training') and 'needs a GPU' in err[0], err
+
+
 def test_test_tool_input_errors_are_one_line(toy_root, tmp_path, capsys):
     save_untrained_official(tmp_path / 'untrained.pth')
     config = write_config(tmp_path / 'toy_nosplit.py', toy_root,
