@@ -86,15 +86,13 @@ def make_batch(cfg, shape, batch_size):
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
-    from linattn_vision.mm.errors import USER_ERRORS
+    from linattn_vision.mm import launch
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    try:
-        cfg = Config.fromfile(args.config)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
+    with launch.user_errors_as_one_line('benchmark.py'):
+        cfg = launch.load_config(args.config, args.cfg_options)
+        launch.require_dense_scope(cfg)
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         shape = tuple(args.shape) if args.shape else test_size(cfg)
         cfg.model.backbone.pop('init_cfg', None)  # speed does not depend on the weights
@@ -103,9 +101,6 @@ def main(argv=None):
         if args.checkpoint:
             from mmengine.runner import load_checkpoint
             load_checkpoint(model, args.checkpoint, map_location='cpu')
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
     model = model.to(device).eval()
     batch = make_batch(cfg, shape, args.batch_size)
     dtype = torch.float16 if args.fp16 else torch.bfloat16

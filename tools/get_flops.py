@@ -124,21 +124,16 @@ def tensor_mode_inputs(cfg, model, shape):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmengine.config import Config
     import torch
 
-    from linattn_vision.mm.errors import USER_ERRORS
-    try:
-        cfg = Config.fromfile(args.config)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
+    from linattn_vision.mm import launch
+    with launch.user_errors_as_one_line('get_flops.py'):
+        cfg = launch.load_config(args.config, args.cfg_options)
+        launch.require_dense_scope(cfg)
         shape = tuple(args.shape) if args.shape else default_shape(cfg)
         if len(shape) == 1:
             shape = (shape[0], shape[0])
         model = build_model(cfg)
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
     image = torch.zeros(1, 3, *shape)
     results = {'config': args.config, 'shape': list(shape)}
     with torch.no_grad():

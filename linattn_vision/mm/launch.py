@@ -45,6 +45,17 @@ def config_scope(cfg) -> str:
     return cfg.get('default_scope') or 'mmengine'
 
 
+def require_dense_scope(cfg) -> str:
+    """The config's scope for tools that measure detectors and segmentors only (a classifier config failed deep
+    inside them); a config without default_scope is taken as mmdet's, as mmdet's tools do."""
+    scope = cfg.get('default_scope') or 'mmdet'
+    if scope not in DENSE_SCOPES:
+        raise UserInputError(f"this tool measures detection and segmentation configs (default_scope 'mmdet' or "
+                             f"'mmseg'); this config's default_scope is {scope!r} (classifiers: "
+                             f"python tools/benchmark_models.py --models MODEL)")
+    return scope
+
+
 def enable_amp(cfg) -> None:
     """Turn the config's OptimWrapper into mmengine's AmpOptimWrapper with a dynamic loss scale."""
     from mmengine.logging import print_log

@@ -121,3 +121,17 @@ model = dict(
         flops_250, _ = get_flops.count(MaskStage(), (rois,))
         flops_100, _ = get_flops.count(MaskStage(), (rois[:100],))
     assert flops_250 == flops_100 > 0
+
+
+@pytest.mark.parametrize('tool', ['benchmark', 'get_flops'])
+def test_tools_for_dense_configs_give_one_line_errors(tool, tmp_path, capsys):
+    """A classification config failed deep inside both tools (no test Resize, no model.backbone), and a missing
+    config file with mmengine's traceback."""
+    classifier = REPO / 'configs' / 'demo' / 'flatten-pvt-demo_shapes-imagefolder.py'
+    cases = [(classifier, "default_scope is 'linattn_vision'"), (tmp_path / 'nope.py', 'config file not found')]
+    for config, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            load_tool(tool).main([str(config)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f'{tool}.py: error: ') and message in err[0], err
