@@ -26,7 +26,7 @@ on one machine start is then one compile per row, e.g. with each tree first on P
     PYTHONPATH=TREE python tools/benchmark_models.py --models agent_swin_t --no-eager --training-only \
         --compile-cudagraphs
 --nan-steps N trains each of this toolkit's models N steps on one fixed synthetic batch under bf16 autocast
-(--nan-dtypes bf16 fp16: also fp16 with a GradScaler) and reports the last loss, the largest |grad| seen, the steps
+(--nan-dtypes bf16 fp16: also fp16 with a GradScaler; --nan-only: no speed table) and reports the last loss, the largest |grad| seen, the steps
 the fp16 scaler skipped and whether any loss or applied step's gradient was NaN/inf.
 Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
 """
@@ -310,6 +310,7 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--nan-steps', type=int, default=0)
+    parser.add_argument('--nan-only', action='store_true', help='only the --nan-steps runs, no speed table')
     parser.add_argument('--nan-dtypes', nargs='+', choices=sorted(AUTOCAST_DTYPES), default=['bf16'],
                         help='autocast dtypes of the --nan-steps runs')
     parser.add_argument('--time-budget', type=float, default=1e9, help='seconds; later rows say "skipped (time)"')
@@ -337,10 +338,11 @@ def main(argv=None):
     header = (['model', 'mode', f'infer img/s b{args.batch}@224', 'infer GiB']
               + [f'bb img/s b1@{s}' for s in args.sizes] + [f'bb GiB @{s}' for s in args.sizes]
               + [f'train img/s b{args.batch}@224', 'train GiB'])
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '|'.join('---' for _ in header) + '|')
+    if not args.nan_only:
+        print('| ' + ' | '.join(header) + ' |')
+        print('|' + '|'.join('---' for _ in header) + '|')
     failed = []
-    for name, mode in measured_rows(args):
+    for name, mode in [] if args.nan_only else measured_rows(args):
         if time.time() - start > args.time_budget:
             print(f'| {name} | {mode} | skipped (time budget) |')
             continue
@@ -361,6 +363,8 @@ def main(argv=None):
                                                                    AUTOCAST_DTYPES[dtype])
                 print(f'| {name} | {dtype} | {first:.3f} | {last:.4f} | {max_grad:.3g} | {skipped} | {finite} |',
                       flush=True)
+                if not finite:
+                    failed.append(f'{name} {dtype} training: not finite')
     print(f'# total {time.time() - start:.0f} s')
     if failed:
         # the table is printed whole; the exit status tells scripts (tools/gpu_check.sh) that a setting failed

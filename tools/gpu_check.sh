@@ -6,6 +6,8 @@
 #            three of its four tests took 300 s on an H200)
 #   op       the op table, all methods (~3 min)
 #   models   whole-model table, eager + CUDA graphs, 200-step NaN check in bf16 and fp16 (~5 min)
+#   nan      the 200-step NaN check alone: the five FLatten / Agent models, bf16 and fp16 AMP (GradScaler; not
+#            yet timed)
 #   compile  whole-model table under torch.compile for FLatten-Swin-T, Agent-Swin-T and Swin-T (~6 min)
 #   compile-cg  the same under torch.compile(mode='reduce-overhead'): CUDA graphs, no host in the step (~4 min)
 #            (a setting that raises is an 'error' cell and fails the part)
@@ -48,6 +50,7 @@ for part in "${parts[@]}"; do
                             -p no:cacheprovider ;;
         op) python tools/benchmark_attention.py --reps 20 --host ;;
         models) python tools/benchmark_models.py --graph --nan-steps 200 --nan-dtypes bf16 fp16 ;;
+        nan) python tools/benchmark_models.py --nan-only --nan-steps 200 --nan-dtypes bf16 fp16 ;;
         compile) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \
                      --compile flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         compile-cg) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \
@@ -72,7 +75,7 @@ for part in "${parts[@]}"; do
         agent-profile) python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --rows 14 &&
                        python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --compile \
                            --rows 14 ;;
-        *) echo "unknown part '$part' (tests, tests-compiled, op, models, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-kernels, agent-profile, agent-inductor)" >&2
+        *) echo "unknown part '$part' (tests, tests-compiled, op, models, nan, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-kernels, agent-profile, agent-inductor)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
