@@ -92,8 +92,7 @@ def main(argv=None):
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     with launch.user_errors_as_one_line('benchmark.py'):
         cfg = launch.load_config(args.config, args.cfg_options)
-        launch.require_dense_scope(cfg)
-        init_default_scope(cfg.get('default_scope', 'mmdet'))
+        init_default_scope(launch.require_dense_scope(cfg))
         shape = tuple(args.shape) if args.shape else test_size(cfg)
         cfg.model.backbone.pop('init_cfg', None)  # speed does not depend on the weights
         cfg.model.pop('pretrained', None)

@@ -26,8 +26,8 @@ on one machine start is then one compile per row, e.g. with each tree first on P
     PYTHONPATH=TREE python tools/benchmark_models.py --models agent_swin_t --no-eager --training-only \
         --compile-cudagraphs
 --nan-steps N trains each of this toolkit's models N steps on one fixed synthetic batch under bf16 autocast
-(--nan-dtypes bf16 fp16: also fp16 with a GradScaler; --nan-only: no speed table) and reports the last loss, the largest |grad| seen, the steps
-the fp16 scaler skipped and whether any loss or applied step's gradient was NaN/inf.
+(--nan-dtypes bf16 fp16: also fp16 with a GradScaler; --nan-only: no speed table) and reports the last loss, the
+largest |grad| seen, the steps the fp16 scaler skipped and whether any loss or applied step's gradient was NaN/inf.
 Times are medians of CUDA-event timings; peak memory is torch's max allocated memory during the measurement.
 """
 from __future__ import annotations
