@@ -3,6 +3,7 @@ filters, size checks."""
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,7 +17,8 @@ from timm.models._features import feature_take_indices
 from .. import checkpoint as ckpt
 
 __all__ = [
-    'TimmApiMixin', 'stage_intermediates', 'drop_stages_after', 'make_cfg', 'official_checkpoint_loading',
+    'TimmApiMixin', 'stage_intermediates', 'drop_stages_after', 'make_cfg', 'flatten_release', 'agent_release',
+    'FLATTEN_ORIGIN', 'LOAD_OFFICIAL_FILE', 'official_checkpoint_loading',
     'build_official_model', 'official_state_dict',
     'check_fits_ignoring_classifier', 'check_min_input_size', 'model_name',
 ]
@@ -125,6 +127,25 @@ def make_cfg(url: str = '', **kwargs) -> dict[str, Any]:
     }
 
 
+# The official releases are on Google Drive / Tsinghua cloud, which timm cannot download: the pretrained cfgs say
+# where they are (notes, origin_url) and pretrained=True takes the downloaded file.
+LOAD_OFFICIAL_FILE = 'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'
+FLATTEN_ORIGIN = dict(paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer')
+AGENT_ORIGIN = dict(paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention')
+
+
+def flatten_release(linked: bool = True) -> dict[str, Any]:
+    """pretrained-cfg fields of a FLatten release (``linked``: its download link is in origin_url's README)."""
+    notes = ('official weights: see origin_url',) if linked else ()
+    return dict(FLATTEN_ORIGIN, notes=(*notes, LOAD_OFFICIAL_FILE))
+
+
+def agent_release(link: str | None = None) -> dict[str, Any]:
+    """pretrained-cfg fields of an Agent-Attention release; ``link``: its Tsinghua-cloud file id."""
+    where = f'https://cloud.tsinghua.edu.cn/f/{link}/?dl=1' if link else 'see origin_url'
+    return dict(AGENT_ORIGIN, notes=(f'official weights: {where}', LOAD_OFFICIAL_FILE))
+
+
 @contextlib.contextmanager
 def official_checkpoint_loading():
     """Let ``torch.load(weights_only=True)`` (timm's loader) read official release files.
@@ -140,9 +161,26 @@ def build_official_model(model_cls: Callable[..., nn.Module], variant: str, pret
                          filter_fn: Callable, feature_cfg: dict, **kwargs) -> nn.Module:
     """``build_model_with_cfg`` that also reads official release files passed as
     ``pretrained_cfg_overlay=dict(file=...)``."""
+    if pretrained:
+        _require_weight_source(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     with official_checkpoint_loading():
         return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=filter_fn,
                                     feature_cfg=feature_cfg, **kwargs)
+
+
+def _require_weight_source(variant: str, pretrained_cfg, overlay) -> None:
+    """``pretrained=True`` without a file: say where the weights come from (timm's own error says only that there
+    are none, which reads as if the model had no ImageNet weights at all)."""
+    from timm.models._builder import resolve_pretrained_cfg
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay)
+    if cfg.file and not cfg.state_dict and not os.path.isfile(cfg.file):
+        raise FileNotFoundError(f'{variant}: pretrained file not found: {cfg.file}')
+    if any(getattr(cfg, key) for key in ('url', 'file', 'state_dict', 'hf_hub_id')):
+        return
+    where = '; '.join(note.replace('see origin_url', f'see {cfg.origin_url}') for note in cfg.notes or ()
+                      if note != LOAD_OFFICIAL_FILE) or 'none listed'
+    raise RuntimeError(f"{variant}: no weights timm can download ({where}); pass a file: timm.create_model("
+                       f"'{variant}', pretrained=True, pretrained_cfg_overlay=dict(file='/path/to/weights.pth'))")
 
 
 def official_state_dict(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:

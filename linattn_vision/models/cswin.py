@@ -37,8 +37,8 @@ from ..layers.focused_linear import FocusedLinearCore
 from ..layers.norm import LayerNorm
 from ..layers.pos_embed import resize_axis, resize_tokens_grid, to_hw
 from ..ops import depthwise_conv_tokens, softmax_attention
-from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
-    drop_stages_after, make_cfg, model_name
+from ._builder import TimmApiMixin, agent_release, build_official_model, check_fits_ignoring_classifier, \
+    check_min_input_size, drop_stages_after, flatten_release, make_cfg, model_name
 
 __all__ = [
     'CSWinTransformer', 'LePEAttention', 'FocusedLinearBranch', 'AgentBranch', 'CSWinBlock', 'checkpoint_filter_fn',
@@ -487,24 +487,18 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     return make_cfg(**{'pool_size': (7, 7), 'first_conv': 'stage1_conv_embed.0', 'min_input_size': (3, 4, 4), **kwargs})
 
 
-_FLATTEN = dict(paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer')
-_AGENT = dict(paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention')
-_LOCAL = 'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'
-
-
-def _agent_weights(link: str) -> Dict[str, Any]:
-    return dict(_AGENT, notes=(f'official weights: https://cloud.tsinghua.edu.cn/f/{link}/?dl=1', _LOCAL))
 
 
 default_cfgs = generate_default_cfgs({
-    'flatten_cswin_t.in1k': _cfg(**_FLATTEN, notes=('official weights: see origin_url', _LOCAL)),
-    'flatten_cswin_s.in1k': _cfg(**_FLATTEN, notes=(_LOCAL,)),
-    'flatten_cswin_b.in1k': _cfg(**_FLATTEN, notes=(_LOCAL,)),
-    'flatten_cswin_b_384.in1k': _cfg(**_FLATTEN, notes=(_LOCAL,), input_size=(3, 384, 384), pool_size=(12, 12)),
-    'agent_cswin_t.in1k': _cfg(**_agent_weights('8c562a74441e46d5902b')),
-    'agent_cswin_s.in1k': _cfg(**_agent_weights('30eb8af675bc4b7a8747')),
-    'agent_cswin_b.in1k': _cfg(**_agent_weights('c8035b0839b2410c8c9f')),
-    'agent_cswin_b_384.in1k': _cfg(**_agent_weights('1239be0df44b47719432'), input_size=(3, 384, 384),
+    'flatten_cswin_t.in1k': _cfg(**flatten_release()),
+    'flatten_cswin_s.in1k': _cfg(**flatten_release(linked=False)),
+    'flatten_cswin_b.in1k': _cfg(**flatten_release(linked=False)),
+    'flatten_cswin_b_384.in1k': _cfg(**flatten_release(linked=False), input_size=(3, 384, 384),
+                                     pool_size=(12, 12)),
+    'agent_cswin_t.in1k': _cfg(**agent_release('8c562a74441e46d5902b')),
+    'agent_cswin_s.in1k': _cfg(**agent_release('30eb8af675bc4b7a8747')),
+    'agent_cswin_b.in1k': _cfg(**agent_release('c8035b0839b2410c8c9f')),
+    'agent_cswin_b_384.in1k': _cfg(**agent_release('1239be0df44b47719432'), input_size=(3, 384, 384),
                                    pool_size=(12, 12)),
 })
 

@@ -40,8 +40,8 @@ from ..layers.focused_linear import FocusedLinearAttention
 from ..layers.norm import LayerNorm
 from ..layers.pos_embed import to_hw
 from ..ops import focused_linear_attention
-from ._builder import TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, \
-    make_cfg, model_name, pad_to_patches
+from ._builder import FLATTEN_ORIGIN, TimmApiMixin, agent_release, build_official_model, \
+    check_fits_ignoring_classifier, check_min_input_size, make_cfg, model_name, pad_to_patches
 from .cswin import extract_weights, resize_grid_params
 
 __all__ = ['DeiT', 'FocusedLinearPrefixAttention', 'SoftmaxAttention', 'DeiTBlock', 'checkpoint_filter_fn']
@@ -315,24 +315,18 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     return make_cfg(**{'min_input_size': (3, 16, 16), **kwargs})
 
 
-_FLATTEN = dict(paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
-                notes=('no official FLatten-DeiT release; architecture as described in this module',))
-_AGENT = dict(paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention')
-_LOCAL = 'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'
-
-
-def _agent_weights(link: str) -> Dict[str, Any]:
-    return dict(_AGENT, notes=(f'official weights: https://cloud.tsinghua.edu.cn/f/{link}/?dl=1', _LOCAL))
+_FLATTEN = dict(FLATTEN_ORIGIN, notes=('no official FLatten-DeiT release: no ImageNet weights; architecture as '
+                                       'described in this module',))
 
 
 default_cfgs = generate_default_cfgs({
     'flatten_deit_t': _cfg(**_FLATTEN),
     'flatten_deit_s': _cfg(**_FLATTEN),
     'flatten_deit_b': _cfg(**_FLATTEN),
-    'agent_deit_t.in1k': _cfg(**_agent_weights('57e0904221824ee7b7af')),
-    'agent_deit_s.in1k': _cfg(**_agent_weights('fdd43304372541db8ea7')),
-    'agent_deit_b.in1k': _cfg(**_agent_weights('5115f15fdd7e4ab58fbc')),
-    'agent_deit_s_448.in1k': _cfg(**_agent_weights('a228f86241c445f1969b'), input_size=(3, 448, 448)),
+    'agent_deit_t.in1k': _cfg(**agent_release('57e0904221824ee7b7af')),
+    'agent_deit_s.in1k': _cfg(**agent_release('fdd43304372541db8ea7')),
+    'agent_deit_b.in1k': _cfg(**agent_release('5115f15fdd7e4ab58fbc')),
+    'agent_deit_s_448.in1k': _cfg(**agent_release('a228f86241c445f1969b'), input_size=(3, 448, 448)),
 })
 
 _TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)

@@ -33,7 +33,7 @@ from ..layers import (
 )
 from ._builder import (
     TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, drop_stages_after,
-    make_cfg, model_name, official_state_dict, per_stage, stage_intermediates,
+    agent_release, flatten_release, make_cfg, model_name, official_state_dict, per_stage, stage_intermediates,
 )
 
 __all__ = ['PyramidVisionTransformer', 'PatchEmbed', 'Block', 'checkpoint_filter_fn']
@@ -383,26 +383,17 @@ def _cfg(**kwargs) -> Dict[str, Any]:
                        **kwargs})
 
 
-_LOCAL = 'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'
-_FLATTEN = dict(paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
-                notes=('official weights: see origin_url', _LOCAL))
-
-
-def _agent(link: str) -> Dict[str, Any]:
-    return dict(paper_ids='arXiv:2312.08874', origin_url='https://github.com/LeapLabTHU/Agent-Attention',
-                notes=(f'official weights: https://cloud.tsinghua.edu.cn/f/{link}/?dl=1', _LOCAL))
-
-
 default_cfgs = generate_default_cfgs({
-    'flatten_pvt_t.in1k': _cfg(**_FLATTEN),
-    'flatten_pvt_s.in1k': _cfg(**_FLATTEN),
-    'flatten_pvt_m.in1k': _cfg(**_FLATTEN),
-    'flatten_pvt_l.in1k': _cfg(**_FLATTEN),
-    'agent_pvt_t.in1k': _cfg(**_agent('13fdf0e0a7c5498c934f')),
-    'agent_pvt_s.in1k': _cfg(**_agent('36b8be9a8863456685a3')),
-    'agent_pvt_m.in1k': _cfg(**_agent('4d00ecacf18b45f9b88c')),
-    'agent_pvt_l.in1k': _cfg(**_agent('040cfe0cfbbe4762ad09')),
-    'agent_pvt_m_256.in1k': _cfg(input_size=(3, 256, 256), pool_size=(8, 8), **_agent('654df734121643b19c52')),
+    'flatten_pvt_t.in1k': _cfg(**flatten_release()),
+    'flatten_pvt_s.in1k': _cfg(**flatten_release()),
+    'flatten_pvt_m.in1k': _cfg(**flatten_release()),
+    'flatten_pvt_l.in1k': _cfg(**flatten_release()),
+    'agent_pvt_t.in1k': _cfg(**agent_release('13fdf0e0a7c5498c934f')),
+    'agent_pvt_s.in1k': _cfg(**agent_release('36b8be9a8863456685a3')),
+    'agent_pvt_m.in1k': _cfg(**agent_release('4d00ecacf18b45f9b88c')),
+    'agent_pvt_l.in1k': _cfg(**agent_release('040cfe0cfbbe4762ad09')),
+    'agent_pvt_m_256.in1k': _cfg(**agent_release('654df734121643b19c52'), input_size=(3, 256, 256),
+                                 pool_size=(8, 8)),
 })
 
 # PVT v1 sizes shared by both families: (depths); dims (64, 128, 320, 512), heads (1, 2, 5, 8), mlp (8, 8, 4, 4)

@@ -23,7 +23,8 @@ from timm.models._features import feature_take_indices
 
 from ..layers import FocusedLinearAttention, LayerNorm, to_hw
 from ..ops import depthwise_conv_tokens
-from ._builder import TimmApiMixin, build_official_model, drop_stages_after, make_cfg, stage_intermediates
+from ._builder import TimmApiMixin, build_official_model, drop_stages_after, flatten_release, make_cfg, \
+    stage_intermediates
 from .pvt import Block, check_image_batch, filter_state_dict, stage_args
 
 __all__ = ['PyramidVisionTransformerV2', 'OverlapPatchEmbed', 'MlpWithDepthwiseConv', 'checkpoint_filter_fn']
@@ -280,10 +281,7 @@ def _create_pvt_v2(variant: str, pretrained: bool = False, **kwargs) -> PyramidV
 def _cfg(**kwargs) -> Dict[str, Any]:
     return make_cfg(
         pool_size=(7, 7), first_conv='patch_embed1.proj',
-        paper_ids='arXiv:2308.00442', origin_url='https://github.com/LeapLabTHU/FLatten-Transformer',
-        notes=('official weights: see origin_url',
-               'load the official release file with pretrained=True, pretrained_cfg_overlay=dict(file=<path>)'),
-        **kwargs)
+        **flatten_release(), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({

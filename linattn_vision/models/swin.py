@@ -48,8 +48,8 @@ from ..layers import (
 )
 from ..ops import softmax_attention
 from ._builder import (
-    TimmApiMixin, build_official_model, check_fits_ignoring_classifier, check_min_input_size, make_cfg,
-    official_state_dict, pad_to_patches, per_stage,
+    TimmApiMixin, agent_release, build_official_model, check_fits_ignoring_classifier, check_min_input_size,
+    flatten_release, make_cfg, official_state_dict, pad_to_patches, per_stage,
 )
 
 __all__ = ['SwinTransformer', 'checkpoint_filter_fn']
@@ -568,17 +568,15 @@ def _cfg(**kwargs):
 
 
 default_cfgs = generate_default_cfgs({
-    # official releases are on Google Drive / Tsinghua cloud (no stable file URL): load them with
-    # pretrained=True, pretrained_cfg_overlay=dict(file='/path/to/official.pth')
-    'flatten_swin_t.in1k': _cfg(),
-    'flatten_swin_s.in1k': _cfg(),
-    'flatten_swin_b.in1k': _cfg(),
-    'flatten_swin_b_384.in1k': _cfg(input_size=(3, 384, 384), crop_pct=1.0),
-    'agent_swin_t.in1k': _cfg(),
-    'agent_swin_s.in1k': _cfg(),
-    'agent_swin_b.in1k': _cfg(),
-    'agent_swin_s_288.in1k': _cfg(input_size=(3, 288, 288), crop_pct=1.0),
-    'agent_swin_b_384.in1k': _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+    'flatten_swin_t.in1k': _cfg(**flatten_release()),
+    'flatten_swin_s.in1k': _cfg(**flatten_release()),
+    'flatten_swin_b.in1k': _cfg(**flatten_release()),
+    'flatten_swin_b_384.in1k': _cfg(**flatten_release(), input_size=(3, 384, 384), crop_pct=1.0),
+    'agent_swin_t.in1k': _cfg(**agent_release()),
+    'agent_swin_s.in1k': _cfg(**agent_release()),
+    'agent_swin_b.in1k': _cfg(**agent_release()),
+    'agent_swin_s_288.in1k': _cfg(**agent_release(), input_size=(3, 288, 288), crop_pct=1.0),
+    'agent_swin_b_384.in1k': _cfg(**agent_release(), input_size=(3, 384, 384), crop_pct=1.0),
 })
 
 _TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
