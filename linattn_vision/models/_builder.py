@@ -18,7 +18,7 @@ from .. import checkpoint as ckpt
 
 __all__ = [
     'TimmApiMixin', 'stage_intermediates', 'drop_stages_after', 'make_cfg', 'flatten_release', 'agent_release',
-    'FLATTEN_ORIGIN', 'LOAD_OFFICIAL_FILE', 'official_checkpoint_loading',
+    'FLATTEN_ORIGIN', 'AGENT_ORIGIN', 'official_checkpoint_loading',
     'build_official_model', 'official_state_dict',
     'check_fits_ignoring_classifier', 'check_min_input_size', 'model_name',
 ]
