@@ -6,14 +6,13 @@ everywhere, and the checkpoint filters use the same functions when the resolutio
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops._triton import constant_cache, needs_grad
+from ..ops._triton import autocast_off, constant_cache, needs_grad
 
 __all__ = [
     'to_hw', 'resize_tokens_grid', 'resize_grid', 'resize_axis', 'relative_position_index',
@@ -43,13 +42,6 @@ def _interpolation_matrix(size: int, out: int, mode: str, device, dtype) -> torc
 
 
 _axis_matrix = constant_cache(maxsize=128)(_interpolation_matrix)
-
-
-def _autocast_off(t: torch.Tensor):
-    """A context running products in ``t``'s dtype (autocast would round the weights and results to half)."""
-    if torch.amp.is_autocast_available(t.device.type):  # not for every device type ('meta')
-        return torch.autocast(t.device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _row_col_matrices(old_hw, new_hw, mode: str, device, dtype):
@@ -85,7 +77,7 @@ def resize_grid(t: torch.Tensor, size: Sequence[int], mode: str = 'bilinear') ->
         out = F.interpolate(t.reshape(1, -1, *old), size=size, mode=mode,
                             align_corners=None if mode == 'nearest' else False)
         return out.reshape(*lead, *size)
-    with _autocast_off(t):
+    with autocast_off(t.device.type):  # products in t's dtype, not rounded to half
         if old[0] * old[1] * size[0] * size[1] <= KRON_MAX_ELEMENTS:
             grid = _grid_matrix(old, size, mode, t.device, t.dtype)
             return torch.matmul(t.reshape(*lead, -1), grid).reshape(*lead, *size)
@@ -104,7 +96,7 @@ def resize_axis(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
         out = F.interpolate(moved.reshape(1, -1, moved.shape[-1]), size=size, mode='linear', align_corners=False)
         return out.reshape(*moved.shape[:-1], size).movedim(-1, dim)
     weights = _axis_matrix(t.shape[dim], size, 'bilinear', t.device, t.dtype)
-    with _autocast_off(t):
+    with autocast_off(t.device.type):  # products in t's dtype, not rounded to half
         return torch.matmul(moved, weights.t()).movedim(-1, dim)
 
 

@@ -1,4 +1,5 @@
 """Lazy import of the ops' Triton kernel modules, and what their launchers share."""
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -41,6 +42,15 @@ def compiling_not_exporting() -> bool:
     if exporting is None:
         exporting = torch.compiler.is_exporting()
     return torch.compiler.is_compiling() and not exporting
+
+
+def autocast_off(device_type: str):
+    """A context that turns autocast off where it is on, so the ops' exact paths and the layers' resize products
+    compute in their inputs' dtype. Only where on: an unconditional region leaves a wrap_with_autocast node in graphs
+    that torch.export takes without autocast; and not for device types autocast does not know ('meta')."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def needs_grad(*tensors) -> bool:

@@ -4,10 +4,10 @@ This is the oracle for every fast path and the implementation used off-GPU. It f
 official code: the focusing function runs over all C channels of a token (before the head split), and the
 key statistics are averaged over N (kv / N, mean of k) with all accumulation in float32 or wider.
 """
-import contextlib
-
 import torch
 import torch.nn.functional as F
+
+from .._triton import autocast_off
 
 EPS_RELU = 1e-6
 EPS_DENOM = 1e-6
@@ -49,16 +49,8 @@ def focused_linear_attention_reference(
         raise ValueError(f'channels {C} not divisible by num_heads {num_heads}')
     # without autocast: it would run the products below in its low precision, where 1 / (phi(q) . kmean + eps)
     # overflows fp16 for a head whose focused query is tiny (a token negative in that head) and gives inf * 0 = NaN
-    with _autocast_off(q.device.type):
+    with autocast_off(q.device.type):
         return _reference_core(q, k, v, scale, pos, num_heads, focusing_factor)
-
-
-def _autocast_off(device_type: str):
-    """Autocast off where it is on (an unconditional context would leave a wrap_with_autocast node in graphs that
-    torch.export takes without autocast)."""
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _reference_core(q, k, v, scale, pos, num_heads, focusing_factor):
