@@ -487,8 +487,6 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     return make_cfg(**{'pool_size': (7, 7), 'first_conv': 'stage1_conv_embed.0', 'min_input_size': (3, 4, 4), **kwargs})
 
 
-
-
 default_cfgs = generate_default_cfgs({
     'flatten_cswin_t.in1k': _cfg(**flatten_release()),
     'flatten_cswin_s.in1k': _cfg(**flatten_release(linked=False)),
