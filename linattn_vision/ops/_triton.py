@@ -44,11 +44,22 @@ def compiling_not_exporting() -> bool:
     return torch.compiler.is_compiling() and not exporting
 
 
+# device type -> whether autocast knows it, read at import for the usual types: torch.amp.is_autocast_available is a
+# builtin that torch 2.11's dynamo cannot trace, and the graph break it made in the exact focused-linear path
+# recompiled the resumed frame on every call (compiled FLatten-PVT-T, whose stages 3-4 take that path, trained at
+# 13 img/s on an H100, session 25). A plain dict, read without a graph break (see _LOADED).
+_AUTOCAST_AVAILABLE = {t: torch.amp.is_autocast_available(t)
+                       for t in ('cpu', 'cuda', 'xpu', 'mps', 'hpu', 'mtia', 'maia', 'xla', 'ipu', 'meta')}
+
+
 def autocast_off(device_type: str):
     """A context that turns autocast off where it is on, so the ops' exact paths and the layers' resize products
     compute in their inputs' dtype. Only where on: an unconditional region leaves a wrap_with_autocast node in graphs
     that torch.export takes without autocast; and not for device types autocast does not know ('meta')."""
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    available = _AUTOCAST_AVAILABLE.get(device_type)
+    if available is None:  # another backend: asked once
+        available = _AUTOCAST_AVAILABLE[device_type] = torch.amp.is_autocast_available(device_type)
+    if available and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
