@@ -41,10 +41,13 @@ COMPILE_STATS = None
 # The forward state pass of widths 128 and 256 takes 2 splits per SM, not 8: every split writes a whole fp32 state
 # (17 KB at width 128) that is then summed, which at batch 1 cost more than the tokens (session 7, graph replay of
 # the forward: Swin-T stage 1 at 1024x1024 80.6 -> 67.1 us, stage 2 73.4 -> 52.4, 2048x2048 188.4 -> 179.3, the
-# benchmark's batch-128 stage 1 257.0 -> 243.2, the detection-size stage 1 121.2 -> 102.2).
+# benchmark's batch-128 stage 1 257.0 -> 243.2, the detection-size stage 1 121.2 -> 102.2). Width 128's state pass
+# runs unpipelined (1 stage): its tiles then load straight into registers instead of through shared memory, the
+# resource it is bound by (ncu, session 4); 0.159 -> 0.146 ms at Swin-T stage 1 (session 25 sweep, H100; the other
+# passes were slower with 1 stage).
 _TUNED = {
     64: {'fwd_state': (64, 4, 3, 8), 'fwd_out': (32, 4, 3, 8), 'bwd_q': (32, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8)},
-    128: {'fwd_state': (32, 4, 3, 2), 'fwd_out': (16, 4, 3, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8, 168)},
+    128: {'fwd_state': (32, 4, 1, 2), 'fwd_out': (16, 4, 3, 8), 'bwd_q': (16, 4, 3, 8), 'bwd_kv': (16, 4, 3, 8, 168)},
     256: {'fwd_state': (16, 4, 3, 2), 'fwd_out': (16, 8, 3, 2), 'bwd_q': (16, 8, 3, 2), 'bwd_kv': (16, 8, 3, 2)},
     512: {'fwd_state': (16, 8, 2, 4), 'fwd_out': (16, 8, 2, 4), 'bwd_q': (16, 8, 2, 4), 'bwd_kv': (16, 8, 2, 4)},
 }
