@@ -12,6 +12,9 @@
 #   compile-cg  the same under torch.compile(mode='reduce-overhead'): CUDA graphs, no host in the step (>6 min
 #            on an H100 in session 24: Swin-T's compiled rows were not reached in 380 s)
 #            (a setting that raises is an 'error' cell and fails the part)
+#   compile-others  the same table's compiled rows for the PVT, CSwin and DeiT models (FLatten-PVT-T, Agent-PVT-T,
+#            FLatten-CSwin-T, PVT-v2-b1, DeiT-T; ~1.5 min a model; session 25's run, whose FLatten-PVT-T recompiled
+#            every call, reached four rows in 570 s)
 #   agent-sdpa  Agent-Swin-T vs Swin-T compiled, with Agent's compiled training on SDPA instead of the Triton kernels
 #            (LINATTN_AGENT_FUSED=0 LINATTN_AGENT_COMPILED_SDPA=1; with the kernels off the default is matmuls; its
 #            training cell failed in sessions 15 and 16) (~4 min)
@@ -56,6 +59,8 @@ for part in "${parts[@]}"; do
                      --compile flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
         compile-cg) python tools/benchmark_models.py --models flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 \
                         --compile-cudagraphs flatten_swin_t agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
+        compile-others) python tools/benchmark_models.py --no-eager --sizes 1024 --models flatten_pvt_t agent_pvt_t \
+                            flatten_cswin_t pvt_v2_b1 deit_tiny_patch16_224 --compile ;;
         agent-sdpa) LINATTN_AGENT_FUSED=0 LINATTN_AGENT_COMPILED_SDPA=1 python tools/benchmark_models.py \
                         --models agent_swin_t swin_tiny_patch4_window7_224 \
                         --compile agent_swin_t swin_tiny_patch4_window7_224 --sizes 1024 ;;
@@ -76,7 +81,7 @@ for part in "${parts[@]}"; do
         agent-profile) python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --rows 14 &&
                        python tools/profile_model.py agent_swin_t swin_tiny_patch4_window7_224 --train --compile \
                            --rows 14 ;;
-        *) echo "unknown part '$part' (tests, tests-compiled, op, models, nan, compile, compile-cg, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-kernels, agent-profile, agent-inductor)" >&2
+        *) echo "unknown part '$part' (tests, tests-compiled, op, models, nan, compile, compile-cg, compile-others, agent-sdpa, profile, layernorm, parts, agent-routes, agent-tiles, agent-kernels, agent-profile, agent-inductor)" >&2
            exit 2 ;;
     esac 2>&1 | tee "$out/$part.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
