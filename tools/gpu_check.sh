@@ -13,8 +13,8 @@
 #            on an H100 in session 24: Swin-T's compiled rows were not reached in 380 s)
 #            (a setting that raises is an 'error' cell and fails the part)
 #   compile-others  the same table's compiled rows for the PVT, CSwin and DeiT models (FLatten-PVT-T, Agent-PVT-T,
-#            FLatten-CSwin-T, PVT-v2-b1, DeiT-T; ~1.5 min a model; session 25's run, whose FLatten-PVT-T recompiled
-#            every call, reached four rows in 570 s)
+#            FLatten-CSwin-T, PVT-v2-b1, DeiT-T; > 570 s on an H100 in session 25, whose run, with FLatten-PVT-T
+#            recompiling every call, reached four rows in that time)
 #   agent-sdpa  Agent-Swin-T vs Swin-T compiled, with Agent's compiled training on SDPA instead of the Triton kernels
 #            (LINATTN_AGENT_FUSED=0 LINATTN_AGENT_COMPILED_SDPA=1; with the kernels off the default is matmuls; its
 #            training cell failed in sessions 15 and 16) (~4 min)
